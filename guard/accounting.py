@@ -1,0 +1,64 @@
+"""What a decision cost: prices per token, from the configuration first, then from the price
+map litellm ships (read as a file, so pricing never pays litellm's import time)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from guard.types import Cost, Usage
+
+
+class Price(BaseModel):
+    """USD per million tokens (set these for local models, which litellm cannot price)."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+    def cost(self, usage: Usage) -> Cost:
+        return Cost(usd=(usage.prompt_tokens * self.input_per_mtok + usage.completion_tokens * self.output_per_mtok) / 1e6)
+
+
+@lru_cache(maxsize=1)
+def _litellm_prices() -> dict[str, dict]:
+    spec = importlib.util.find_spec("litellm")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(list(spec.submodule_search_locations)[0]) / "model_prices_and_context_window_backup.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def known_price(model: str) -> Price | None:
+    table = _litellm_prices()
+    for key in (model, model.split("/", 1)[-1]):
+        entry = table.get(key)
+        if entry and "input_cost_per_token" in entry:
+            return Price(input_per_mtok=entry["input_cost_per_token"] * 1e6,
+                         output_per_mtok=entry.get("output_cost_per_token", 0.0) * 1e6)
+    return None
+
+
+def cost_of(model: str | None, usage: Usage, prices: dict[str, Price] | None = None) -> Cost:
+    """Configured price, else litellm's map, else an explicit unknown with the reason."""
+    if not model:
+        return Cost(usd=None, reason="model unknown")
+    price = (prices or {}).get(model) or known_price(model)
+    if price is None:
+        return Cost(usd=None, reason=f"no price known for '{model}': set prices.{model} in the config")
+    return price.cost(usage)
+
+
+def usage_from_openai(body: dict | None) -> Usage | None:
+    u = (body or {}).get("usage")
+    if not isinstance(u, dict):
+        return None
+    details = u.get("completion_tokens_details") or {}
+    return Usage(prompt_tokens=int(u.get("prompt_tokens") or 0), completion_tokens=int(u.get("completion_tokens") or 0),
+                 reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None)

@@ -1,0 +1,1 @@
+"""Subcommands of ``guard``: each module has ``register(subparsers)`` and sets ``run``."""

@@ -1,0 +1,80 @@
+"""``guard check PROMPT``: judge one prompt (and optionally a response to it), print the verdict."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from guard.errors import GuardError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("check", help="judge one prompt (and, with --response, a response); offline by default")
+    p.add_argument("prompt", help="the user's message")
+    p.add_argument("--policy", action="append", default=[], metavar="PATH", help="policy file or folder (repeatable)")
+    p.add_argument("--judge", default="offline", help="offline (default), cascade:MODEL, or a litellm model string")
+    p.add_argument("--judge-api-base", default=None, help="base URL for the judge model (e.g. a local server)")
+    p.add_argument("--response", default=None, help="a response to judge at the output stage")
+    p.add_argument("--fail-open", action="store_true", help="a failed judge allows instead of refusing")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from guard.pipeline import Guard
+    from guard.settings import GuardSettings
+
+    if not args.prompt.strip():
+        raise GuardError("the prompt is empty")
+    settings = GuardSettings(policies=args.policy, judge=args.judge, judge_api_base=args.judge_api_base,
+                             fail_mode="open" if args.fail_open else "closed")
+    guard = Guard.create(settings)
+    result = guard.check_sync([{"role": "user", "content": args.prompt}], response=args.response)
+    decisive = max(result.verdicts, key=lambda v: ["allow", "safe_complete", "refuse"].index(v.decision.value))
+    if args.json:
+        print(json.dumps(as_json(result, decisive), ensure_ascii=False))
+    else:
+        print(render(result, decisive))
+    return 0
+
+
+def as_json(result, decisive) -> dict:
+    return {
+        "decision": result.decision.value,
+        "sections": list(result.sections),
+        "precedents": list(decisive.precedents),
+        "rationale": decisive.rationale,
+        "confidence": decisive.confidence,
+        "judge": decisive.judge,
+        "policy_version": result.policy_version,
+        "latency_ms": round(result.latency_ms, 3),
+        "usage": {"prompt_tokens": result.judge_usage.prompt_tokens, "completion_tokens": result.judge_usage.completion_tokens,
+                  "reasoning_tokens": result.judge_usage.reasoning_tokens},
+        "cost_usd": result.judge_cost.usd,
+        "cost_note": result.judge_cost.reason,
+        "cache_hit": result.cache_hit,
+        "degraded": result.degraded,
+        "reply": result.text if result.decision.value != "allow" else None,
+        "stages": [{"stage": v.stage, "decision": v.decision.value, "sections": list(v.sections),
+                    "confidence": v.confidence, "latency_ms": round(v.latency_ms, 3),
+                    "retrieved": [r.model_dump() for r in v.retrieved]} for v in result.verdicts],
+    }
+
+
+def render(result, decisive) -> str:
+    color = sys.stdout.isatty()
+    mark = {"allow": "\033[32m", "refuse": "\033[31m", "safe_complete": "\033[33m"}.get(result.decision.value, "")
+    d = result.decision.value.upper()
+    lines = [f"{mark}{d}\033[0m" if color else d]
+    lines.append(f"  sections:   {', '.join(result.sections) or '-'}")
+    if decisive.precedents:
+        lines.append(f"  precedents: {', '.join(decisive.precedents)}")
+    lines.append(f"  rationale:  {decisive.rationale}")
+    lines.append(f"  confidence: {decisive.confidence:.2f}   judge: {decisive.judge}   policy: {result.policy_version}")
+    cost = f"${result.judge_cost.usd:.6f}" if result.judge_cost.usd is not None else f"unknown ({result.judge_cost.reason})"
+    lines.append(f"  latency:    {result.latency_ms:.1f} ms   judge tokens: {result.judge_usage.total_tokens}   cost: {cost}")
+    if result.degraded:
+        lines.append("  DEGRADED:   the judge failed; this verdict comes from fail_mode")
+    if result.decision.value != "allow" and result.text:
+        lines.append(f"  reply:      {result.text}")
+    return "\n".join(lines)

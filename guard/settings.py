@@ -1,0 +1,35 @@
+"""The guard's settings, validated: one model read by the pipeline, the CLI and the server."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from guard.accounting import Price
+
+
+class GuardSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policies: list[str] = Field(default_factory=list, description="policy files or folders; empty: the default spec")
+    judge: str = Field("offline", description="'offline', 'cascade:MODEL', or a litellm model string")
+    judge_api_base: str | None = None
+    judge_api_key: SecretStr | None = None
+    judge_timeout_s: float = Field(20.0, gt=0)
+    judge_max_tokens: int = Field(1024, gt=0, description="caps reasoning judges, which can be baited into long thinking")
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    judge_price: Price | None = None
+    escalate_below: float = Field(0.8, ge=0, le=1, description="cascade: offline verdicts below this confidence escalate")
+    fail_mode: Literal["closed", "open"] = Field("closed", description="what a judge failure or timeout means")
+    mode: Literal["enforce", "shadow"] = "enforce"
+    stages: list[Literal["input", "output"]] = Field(default_factory=lambda: ["input", "output"])
+    parallel_upstream: bool = Field(False, description="start the upstream call during the input check; cancel it on refusal")
+    safe_complete_via: Literal["judge", "upstream"] = Field(
+        "judge", description="write safe completions from the judge's rewrite, or re-ask the upstream with guidance")
+    top_k: int = Field(4, ge=1)
+    retrieval_budget_tokens: int = Field(2500, ge=100)
+    cache_size: int = Field(10_000, ge=0)
+    cache_ttl_s: float = Field(3600.0, gt=0)
+    prices: dict[str, Price] = Field(default_factory=dict, description="USD per million tokens by model name")
+    log_content: bool = Field(False, description="log message content (off: only decisions, ids, timings, costs)")

@@ -1,0 +1,166 @@
+"""The guarded model. ``OpenAIUpstream`` speaks to any OpenAI-compatible server over one shared
+aiohttp session (DESIGN §6: the lean path; httpx was 4-8x slower under load). Other providers go
+through ``LiteLLMUpstream``; a user's own function through ``FunctionUpstream`` (the decorator)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from guard.errors import UpstreamError, UpstreamTimeout
+
+
+class Upstream(Protocol):
+    name: str
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a non-streaming chat request; return the chat.completion; raise UpstreamError."""
+        ...
+
+
+class OpenAIUpstream:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 120.0,
+                 connect_timeout_s: float = 10.0, max_connections: int = 256):
+        self.base_url = base_url.rstrip("/")
+        self.name = f"openai-compatible:{self.base_url}"
+        self._api_key, self.timeout_s, self.connect_timeout_s = api_key, timeout_s, connect_timeout_s
+        self.max_connections = max_connections
+        self._session = None  # created on first use, inside the running loop
+
+    def __repr__(self) -> str:
+        return f"OpenAIUpstream({self.base_url!r})"  # never the key
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        h = {"content-type": "application/json"}
+        if self._api_key:
+            h["authorization"] = f"Bearer {self._api_key}"
+        h.update(extra or {})
+        return h
+
+    async def session(self):
+        import aiohttp
+
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout_s, sock_read=self.timeout_s))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        import aiohttp
+
+        session = await self.session()
+        try:
+            async with session.post(f"{self.base_url}/chat/completions", data=json.dumps(body), headers=self._headers()) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise UpstreamError(f"upstream returned {resp.status}", status=resp.status, body=raw,
+                                        headers={"content-type": resp.headers.get("content-type", "application/json")})
+                try:
+                    return json.loads(raw)
+                except ValueError:
+                    raise UpstreamError("upstream returned invalid JSON", status=502, body=raw[:2000]) from None
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout(f"upstream did not answer within {self.timeout_s:g}s") from None
+        except aiohttp.ClientError as e:
+            raise UpstreamError(f"upstream unreachable: {type(e).__name__}", status=502) from None
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Yield the upstream's SSE chunks as dicts (``[DONE]`` ends the iteration)."""
+        import aiohttp
+
+        session = await self.session()
+        try:
+            async with session.post(f"{self.base_url}/chat/completions", data=json.dumps(body), headers=self._headers()) as resp:
+                if resp.status >= 400:
+                    raise UpstreamError(f"upstream returned {resp.status}", status=resp.status, body=await resp.read(),
+                                        headers={"content-type": resp.headers.get("content-type", "application/json")})
+                async for line in resp.content:
+                    line = line.strip()
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        return
+                    try:
+                        yield json.loads(data)
+                    except ValueError:
+                        raise UpstreamError("upstream sent an invalid stream chunk", status=502) from None
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout(f"upstream stream stalled for {self.timeout_s:g}s") from None
+        except aiohttp.ClientError as e:
+            raise UpstreamError(f"upstream unreachable: {type(e).__name__}", status=502) from None
+
+    async def models(self) -> dict[str, Any]:
+        session = await self.session()
+        async with session.get(f"{self.base_url}/models", headers=self._headers()) as resp:
+            if resp.status >= 400:
+                raise UpstreamError(f"upstream returned {resp.status}", status=resp.status, body=await resp.read())
+            return await resp.json()
+
+
+class LiteLLMUpstream:
+    """Any provider litellm reaches, by model string (imported lazily: about 4 s)."""
+
+    def __init__(self, model: str, api_key: str | None = None, api_base: str | None = None, timeout_s: float = 120.0):
+        self.model, self._api_key, self.api_base, self.timeout_s = model, api_key, api_base, timeout_s
+        self.name = f"litellm:{model}"
+
+    def __repr__(self) -> str:
+        return f"LiteLLMUpstream({self.model!r})"
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        from guard.judges.llm import _litellm
+
+        litellm = _litellm()
+        kwargs = {**body, "model": self.model, "timeout": self.timeout_s, "num_retries": 0}
+        kwargs.pop("stream", None)
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        try:
+            resp = await litellm.acompletion(**kwargs)
+        except litellm.exceptions.Timeout:
+            raise UpstreamTimeout() from None
+        except Exception as e:  # provider errors: keep the status when litellm has one
+            raise UpstreamError(f"upstream failed: {type(e).__name__}", status=getattr(e, "status_code", 502) or 502) from None
+        return resp.model_dump()
+
+
+class FunctionUpstream:
+    """The user's own model call, as wrapped by ``@guarded``: sync or async, text or completion."""
+
+    def __init__(self, fn: Callable[..., Any], kwargs: dict[str, Any] | None = None):
+        self.fn, self.kwargs = fn, kwargs or {}
+        self.name = f"function:{getattr(fn, '__qualname__', repr(fn))}"
+        self.called = False
+        self.returned_text = True  # whether fn returned plain text (the decorator answers in kind)
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        if inspect.iscoroutinefunction(self.fn):
+            out = await self.fn(body["messages"], **self.kwargs)
+        else:
+            out = await asyncio.to_thread(self.fn, body["messages"], **self.kwargs)
+        self.called, self.returned_text = True, isinstance(out, str)
+        return as_completion(out, body.get("model"))
+
+
+def as_completion(out: Any, model: str | None = None) -> dict[str, Any]:
+    """Accept text, a chat.completion dict, or an object with ``model_dump()`` (openai/litellm)."""
+    if isinstance(out, str):
+        from guard.enforce import completion
+
+        return completion(out, model, "fn", "stop")
+    if hasattr(out, "model_dump"):
+        out = out.model_dump()
+    if isinstance(out, dict) and "choices" in out:
+        return out
+    raise TypeError(f"a guarded function must return text or an OpenAI-style chat completion, got {type(out).__name__}")
