@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -20,7 +19,7 @@ from guard.errors import GuardRefused
 from guard.pipeline import Guard
 from guard.settings import GuardSettings
 from guard.types import Decision, GuardResult
-from guard.upstream import FunctionUpstream
+from guard.upstream import FunctionUpstream, _is_async
 
 
 def guarded(guard: Guard | None = None, *, on_refuse: Literal["raise", "return"] = "raise",
@@ -41,7 +40,7 @@ def guarded(guard: Guard | None = None, *, on_refuse: Literal["raise", "return"]
                 raise GuardRefused(result)
             return result.text if as_text else result.response
 
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             @functools.wraps(fn)
             async def async_wrapper(messages, **kwargs):
                 return await run(messages, kwargs)

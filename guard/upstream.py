@@ -145,12 +145,16 @@ class FunctionUpstream:
         self.returned_text = True  # whether fn returned plain text (the decorator answers in kind)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        if inspect.iscoroutinefunction(self.fn):
+        if _is_async(self.fn):
             out = await self.fn(body["messages"], **self.kwargs)
         else:
             out = await asyncio.to_thread(self.fn, body["messages"], **self.kwargs)
         self.called, self.returned_text = True, isinstance(out, str)
         return as_completion(out, body.get("model"))
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
 def as_completion(out: Any, model: str | None = None) -> dict[str, Any]:
