@@ -1,0 +1,4 @@
+"""Test and benchmark helpers that ship with the package.
+
+``guard.testing.fake_openai`` is a fake OpenAI-compatible chat server over real HTTP; see its docstring.
+It is not imported here, so ``import guard.testing`` stays free of aiohttp."""
