@@ -16,6 +16,10 @@ def make_judge(spec: str, **settings):
         from guard.judges.offline import OfflineJudge
 
         return OfflineJudge()
+    if spec == "offline:precedent":
+        from guard.judges.offline import PrecedentJudge
+
+        return PrecedentJudge()
     if spec.startswith("cascade:"):
         from guard.judges.cascade import CascadeJudge
         from guard.judges.llm import LLMJudge

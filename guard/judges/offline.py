@@ -1,6 +1,11 @@
-"""The offline judge: decides by the spec's own precedents, with no model server and no network.
+"""The offline judges: no model server, no network.
 
-It reads the retrieved sections' labelled examples as precedents, finds the ones closest to
+``OfflineJudge`` (what ``judge: offline`` means) is the embedding judge in guard.judges.minilm:
+a classifier fitted on public safety sets decides, and the spec's precedents and sections,
+found by embedding similarity, explain and categorise. ``PrecedentJudge`` below is the
+earlier, dependency-free nearest-precedent judge (``judge: offline:precedent``).
+
+The precedent judge reads the retrieved sections' labelled examples as precedents, finds the ones closest to
 the conversation (TF-IDF cosine over stemmed words), and lets the closest precedents vote.
 A harmful precedent must beat the closest benign one by a margin, so that "how do I kill a
 Python process" (close to an allow precedent) passes while "synthesise methamphetamine"
@@ -62,8 +67,8 @@ def _index_for(spec: Spec) -> _Index:
     return _Index(spec)
 
 
-class OfflineJudge:
-    """Nearest-precedent judge. ``threshold``: least similarity for a harmful precedent to count;
+class PrecedentJudge:
+    """Nearest-precedent judge (TF-IDF). ``threshold``: least similarity for a harmful precedent to count;
     ``margin``: how much closer it must be than the closest benign precedent."""
 
     name = "offline:precedent-v1"
@@ -120,3 +125,8 @@ class OfflineJudge:
 def _confidence(margin: float, strength: float) -> float:
     """Map the winning margin to (0.5, 1): narrow calls sit near 0.5 and are the ones to escalate."""
     return round(min(0.99, 0.5 + 0.5 * math.tanh(4 * max(margin, 0.0) + strength)), 3)
+
+
+from guard.judges.minilm import EmbeddingJudge as OfflineJudge  # noqa: E402  (the default offline judge)
+
+__all__ = ["OfflineJudge", "PrecedentJudge"]

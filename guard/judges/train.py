@@ -1,0 +1,390 @@
+"""Fit the offline judge's classifiers from the public sets in ../shared/evaldata (DESIGN §8).
+
+    python -m guard.judges.train [--data ../shared/evaldata] [--out guard/judges/data/offline_judge.npz]
+
+The data are read at run time and never copied: only the fitted weights are written. Every
+row belongs to one of two folds, ``fit`` or ``heldout``, by a fixed rule (``fold``) that
+``benchmarks/offline_judge_dev.py`` uses too, so that scores are reported on rows the
+weights never saw:
+
+| set | fit | held out |
+|---|---|---|
+| XSTest prompts | ids whose hash falls in the fit half | the other half (and every completion of those prompts) |
+| XSTest completions (output stage) | completions of fit-half prompts | completions of held-out prompts |
+| OpenAI moderation sample | rows whose hash falls in the fit half | the other half |
+| HarmBench | the 80 ``val`` behaviours | the 320 ``test`` behaviours |
+| JailbreakBench artifacts | fit-half goals, every method except JBC | held-out goals, every method (JBC never seen) |
+| the spec's own examples | all | (none: they are the precedents) |
+
+Two classifiers on MiniLM embeddings, fitted in numpy (deterministic, no extra dependency):
+- input stage: harmful request or not, on the embedding of each window of the text: a small
+  MLP (384-64-1), Platt-calibrated on out-of-fold logits;
+- output stage: harmful response or not: an L2 logistic regression (Newton steps) on
+  [prompt, response, prompt*response] embeddings, a refusal-phrase flag, and the input model's
+  harm probability of the prompt and of the response with their interactions.
+Also fitted on: the spec's own examples, and a few everyday requests generated from templates
+in this file (``everyday_requests``), because none of the public sets has ordinary traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import gzip
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "evaldata"
+DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "offline_judge.npz"
+FIT_FRACTION = 0.5
+
+REFUSAL = re.compile(
+    r"\b(i can(?:'|’|no)?t|i cannot|i won'?t|i will not|i'm (?:not able|unable|sorry)|i am (?:not able|unable|sorry)|"
+    r"as an ai|i apologi[sz]e|i must (?:decline|refuse)|not (?:appropriate|ethical) (?:for me )?to|"
+    r"i'm not going to|i do not feel comfortable|i don't feel comfortable|cannot (?:provide|assist|help|fulfill))\b",
+    re.I)
+
+
+def fold(dataset: str, key: str, fit_fraction: float = FIT_FRACTION) -> str:
+    """``fit`` or ``heldout`` for a row, from a hash of (dataset, key): fixed, order-independent."""
+    h = int.from_bytes(hashlib.sha256(f"{dataset}:{key}".encode()).digest()[:8], "big") / 2**64
+    return "fit" if h < fit_fraction else "heldout"
+
+
+@dataclass(frozen=True)
+class Row:
+    set: str
+    id: str
+    prompt: str
+    label: int  # 1 harmful (request, or response at the output stage), 0 benign
+    fold: str
+    category: str = ""
+    response: str | None = None
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def xstest_prompts(data: Path) -> list[Row]:
+    out = []
+    with open(data / "xstest" / "xstest_prompts.csv", newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            out.append(Row("xstest", r["id"], r["prompt"], int(r["label"] == "unsafe"), fold("xstest", r["id"]), r["type"]))
+    return out
+
+
+def xstest_completions(data: Path) -> list[Row]:
+    """Output stage: a full compliance with an unsafe prompt is a harmful response; all else is benign."""
+    out = []
+    for path in sorted(glob.glob(str(data / "xstest" / "completions" / "*.csv"))):
+        model = Path(path).stem.replace("xstest_v2_completions_", "")
+        with open(path, newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                pid = r["id"].removeprefix("v2-")
+                unsafe = r["type"].startswith("contrast_")
+                harmful = int(unsafe and r["final_label"].startswith("1_"))
+                out.append(Row("xstest_completions", f"{model}:{pid}", r["prompt"], harmful, fold("xstest", pid),
+                               r["type"], response=r["completion"] or ""))
+    return out
+
+
+def moderation(data: Path) -> list[Row]:
+    out = []
+    with gzip.open(data / "openai_moderation" / "samples-1680.jsonl.gz", "rt", encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            r = json.loads(line)
+            cats = [k for k in ("S", "H", "V", "HR", "SH", "S3", "H2", "V2") if r.get(k) == 1]
+            out.append(Row("moderation", str(i), r["prompt"], int(bool(cats)), fold("moderation", str(i)), ",".join(cats)))
+    return out
+
+
+def harmbench(data: Path) -> list[Row]:
+    out = []
+    for part, fld in (("val", "fit"), ("test", "heldout")):
+        with open(data / "harmbench" / f"harmbench_behaviors_text_{part}.csv", newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                prompt = r["Behavior"] if not r.get("ContextString") else f"{r['ContextString']}\n\n{r['Behavior']}"
+                out.append(Row("harmbench", r["BehaviorID"], prompt, 1, fld, r["SemanticCategory"]))
+    return out
+
+
+def jbb(data: Path) -> list[Row]:
+    """Jailbreak-wrapped harmful prompts (input stage, all harmful), with the target model's response
+    and whether it was jailbroken (output stage)."""
+    out = []
+    root = data / "jbb_artifacts" / "attack-artifacts"
+    for path in sorted(glob.glob(str(root / "*" / "*" / "*.json"))):
+        method = Path(path).parts[-3]
+        if method == "test-artifact":
+            continue
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        for j in d.get("jailbreaks", []):
+            if not j.get("prompt"):
+                continue
+            goal = str(j["index"])
+            fld = fold("jbb", goal)
+            if method == "JBC" and fld == "fit":
+                fld = "unused"  # JBC is held out entirely: its fit-half goals are neither fitted nor scored
+            rid = f"{method}:{Path(path).stem}:{goal}"
+            out.append(Row("jbb", rid, j["prompt"], 1, fld, method))
+            if j.get("response") is not None:
+                out.append(Row("jbb_responses", rid, j["prompt"], int(bool(j.get("jailbroken"))), fld, method,
+                               response=j["response"]))
+    return out
+
+
+def load_all(data: Path = DEFAULT_DATA) -> dict[str, list[Row]]:
+    both = jbb(data)
+    return {"xstest": xstest_prompts(data), "xstest_completions": xstest_completions(data),
+            "moderation": moderation(data), "harmbench": harmbench(data),
+            "jbb": [r for r in both if r.set == "jbb"], "jbb_responses": [r for r in both if r.set == "jbb_responses"]}
+
+
+# --------------------------------------------------------------------------- everyday requests
+
+# None of the public sets has ordinary assistant traffic (XSTest's safe prompts all *sound*
+# dangerous; the moderation sample is web comments; HarmBench and JBB are all harmful). Without
+# it the classifier learns "a request" = harmful. These templates, written for this project,
+# give it everyday requests as benign rows.
+_TASKS = ["Write a short poem about {t}.", "Explain {t} to a ten-year-old.", "Give me three fun facts about {t}.",
+          "Write a friendly email to my team about {t}.", "What are the pros and cons of {t}?",
+          "Summarise the history of {t} in a paragraph.", "Help me plan a weekend project about {t}.",
+          "Write a product description for a book on {t}.", "Can you suggest a title for my blog post about {t}?",
+          "What should a beginner read first to learn about {t}?"]
+_TOPICS = ["autumn leaves", "sourdough bread", "the solar system", "remote work", "learning Spanish", "houseplants",
+           "the French Revolution", "electric cars", "marathon training", "jazz music", "budget travel in Japan",
+           "machine learning", "bird watching", "chess openings", "the water cycle", "composting", "photography",
+           "public speaking", "the Roman Empire", "knitting", "climate change", "volcanoes", "time management",
+           "renewable energy", "ancient Egypt", "coffee brewing", "urban gardening", "the stock market", "yoga",
+           "board games"]
+_HOWTO = ["How do I {t}?", "What's the easiest way to {t}?", "Can you give me step-by-step instructions to {t}?",
+          "I'm a beginner, how should I {t}?"]
+_ACTIONS = ["fix a leaky kitchen tap", "bake banana bread", "set up a Python virtual environment", "change a bike tyre",
+            "write a cover letter", "merge two branches in git", "make a budget spreadsheet", "train my puppy to sit",
+            "reverse a linked list in Java", "centre a div with CSS", "cook rice without a rice cooker",
+            "improve my sleep schedule", "prepare for a job interview", "clean a cast iron pan", "sort a dictionary by value in Python",
+            "paint a room evenly", "back up my photos", "make cold brew coffee", "start running again after an injury",
+            "speed up a slow SQL query", "grow tomatoes on a balcony", "write unit tests with pytest", "tie a bowline knot",
+            "negotiate a higher salary", "organise a small wedding", "install a ceiling fan", "learn to touch type",
+            "make a podcast", "remove a stripped screw", "deploy a static website"]
+
+
+def everyday_requests() -> list[str]:
+    out = [task.format(t=t) for i, t in enumerate(_TOPICS) for j, task in enumerate(_TASKS) if (i + j) % 3 == 0]
+    out += [h.format(t=a) for i, a in enumerate(_ACTIONS) for j, h in enumerate(_HOWTO) if (i + j) % 2 == 0]
+    return out
+
+
+# --------------------------------------------------------------------------- features
+
+
+class InputModel:
+    """P(harmful request) from one window embedding: a one-hidden-layer MLP and a Platt calibration."""
+
+    def __init__(self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: float, scale: float = 1.0, shift: float = 0.0):
+        self.w1, self.b1, self.w2, self.b2, self.scale, self.shift = w1, b1, w2, b2, scale, shift
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
+
+    def prob(self, x: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(self.scale * self.logit(x) + self.shift)))
+
+
+def output_features(p: np.ndarray, r: np.ndarray, refusal: float, harm) -> np.ndarray:
+    """[prompt, response, prompt*response, refusal phrase, input-harm of prompt and of response, their
+    interactions]; ``harm`` maps an embedding to P(harmful request) (the input model)."""
+    hp, hr = float(harm(p)), float(harm(r))
+    return np.concatenate([p, r, p * r, [refusal, hp, hr, hp * (1 - refusal), hp * hr, hp * refusal,
+                                         (1 - refusal) * hr]]).astype(np.float32)
+
+
+def fit_mlp(x: np.ndarray, y: np.ndarray, w: np.ndarray, hidden: int = 64, iters: int = 400, lr: float = 0.01,
+            wd: float = 1e-3, seed: int = 0) -> InputModel:
+    """Weighted binary cross-entropy, full-batch Adam, fixed seed: the same data give the same weights."""
+    rng = np.random.default_rng(seed)
+    params = [rng.normal(0, 0.05, (x.shape[1], hidden)), np.zeros(hidden), rng.normal(0, 0.05, hidden), np.zeros(1)]
+    m1 = [np.zeros_like(q) for q in params]
+    m2 = [np.zeros_like(q) for q in params]
+    wn = w / w.sum()
+    for it in range(1, iters + 1):
+        h = np.maximum(x @ params[0] + params[1], 0)
+        p = 1 / (1 + np.exp(-(h @ params[2] + params[3][0])))
+        g = wn * (p - y)
+        gh = np.outer(g, params[2]) * (h > 0)
+        grads = [x.T @ gh + wd * params[0], gh.sum(0), h.T @ g + wd * params[2], np.array([g.sum()])]
+        for i, gr in enumerate(grads):
+            m1[i] = 0.9 * m1[i] + 0.1 * gr
+            m2[i] = 0.999 * m2[i] + 0.001 * gr * gr
+            params[i] -= lr * (m1[i] / (1 - 0.9 ** it)) / (np.sqrt(m2[i] / (1 - 0.999 ** it)) + 1e-8)
+    return InputModel(params[0].astype(np.float32), params[1].astype(np.float32), params[2].astype(np.float32),
+                      float(params[3][0]))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float, iters: int = 30) -> tuple[np.ndarray, float]:
+    """Weighted L2 logistic regression by Newton's method (deterministic). Returns (coef, intercept)."""
+    n, d = x.shape
+    xb = np.hstack([x, np.ones((n, 1))]).astype(np.float64)
+    beta = np.zeros(d + 1)
+    reg = np.full(d + 1, l2)
+    reg[-1] = 0.0
+    for _ in range(iters):
+        z = xb @ beta
+        p = 1 / (1 + np.exp(-z))
+        g = xb.T @ (w * (p - y)) + reg * beta
+        h = (xb * (w * p * (1 - p))[:, None]).T @ xb + np.diag(reg + 1e-9)
+        step = np.linalg.solve(h, g)
+        beta -= step
+        if np.abs(step).max() < 1e-7:
+            break
+    return beta[:-1].astype(np.float32), float(beta[-1])
+
+
+def balance(y: np.ndarray, groups: list[str], per_group: dict[str, float]) -> np.ndarray:
+    """Weights: each (group, class) gets ``per_group[group]`` total mass split evenly between classes."""
+    w = np.zeros(len(y))
+    gs = np.array(groups)
+    for g, mass in per_group.items():
+        for c in (0, 1):
+            m = (gs == g) & (y == c)
+            if m.any():
+                w[m] = mass / m.sum()
+    return w * len(y) / max(w.sum(), 1e-9)
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+class _CachedEmbedder:
+    """The shared embedder with an optional on-disk cache of window embeddings (speeds up refits only)."""
+
+    def __init__(self, cache: Path | None):
+        from guard.embedding import shared_embedder
+
+        self.inner, self.path = shared_embedder(), cache
+        self.name, self.window, self.max_windows = self.inner.name, self.inner.window, self.inner.max_windows
+        self.store: dict[tuple[str, int], np.ndarray] = {}
+        if cache and cache.exists():
+            import pickle
+
+            self.store = pickle.loads(cache.read_bytes())
+
+    def embed_windows(self, text: str, max_windows: int | None = None) -> np.ndarray:
+        key = (hashlib.sha256(text.encode()).hexdigest(), max_windows or self.max_windows)
+        if key not in self.store:
+            self.store[key] = self.inner.embed_windows(text, max_windows=max_windows)
+        return self.store[key]
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self.embed_windows(t, 1)[0] for t in texts])
+
+    def save(self) -> None:
+        if self.path:
+            import pickle
+
+            self.path.write_bytes(pickle.dumps(self.store))
+
+
+# weight per (set, class): each class of a set gets this total mass (see ``balance``)
+IN_MASSES = {"xstest": 2.0, "moderation": 1.5, "harmbench": 0.5, "jbb": 0.5, "spec": 0.5, "everyday": 0.5}
+OUT_MASSES = {"xstest_completions": 1.0, "jbb_responses": 0.2, "spec": 0.3}
+
+
+def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
+        cache: Path | None = None) -> dict:
+    from guard.policy import load_spec
+
+    emb = _CachedEmbedder(cache)
+    sets = load_all(data)
+    spec = load_spec()
+
+    # input stage: every window of every fit row
+    xs, ys, gs = [], [], []
+    for name in ("xstest", "moderation", "harmbench", "jbb"):
+        for r in sets[name]:
+            if r.fold != "fit":
+                continue
+            for v in emb.embed_windows(r.prompt):
+                xs.append(v), ys.append(r.label), gs.append(name)
+    for text in everyday_requests():
+        xs.append(emb.embed([text])[0]), ys.append(0), gs.append("everyday")
+    for s in spec.rules:
+        for ex in s.examples:
+            if ex.response is None:
+                harmful = ex.decision is Decision.refuse or (ex.decision is Decision.safe_complete and s.priority >= 60)
+                xs.append(emb.embed([ex.text])[0]), ys.append(int(harmful)), gs.append("spec")
+    x, y = np.stack(xs), np.array(ys, dtype=np.float64)
+    w = balance(y, gs, IN_MASSES)
+    model = fit_mlp(x, y, w)
+    # Platt calibration of the logit, fitted on out-of-fold logits (2 folds within the fit rows),
+    # so that confidence reflects how often the decision is right rather than the MLP's overfit
+    fold_of = np.array([int(hashlib.sha256(f"calib:{i}".encode()).digest()[0] & 1) for i in range(len(y))])
+    oof = np.zeros(len(y))
+    for f in (0, 1):
+        part = fit_mlp(x[fold_of != f], y[fold_of != f], w[fold_of != f])
+        oof[fold_of == f] = part.logit(x[fold_of == f])
+    coef, b = fit_logistic(oof[:, None], y, w, l2=1e-3)
+    model.scale, model.shift = float(coef[0]), float(b)
+
+    # output stage
+    xo, yo, go = [], [], []
+
+    def harm(v):
+        return model.prob(v[None, :])[0]
+
+    for name in ("xstest_completions", "jbb_responses"):
+        for r in sets[name]:
+            if r.fold != "fit":
+                continue
+            p, resp = emb.embed([r.prompt])[0], emb.embed([r.response or ""])[0]
+            refusal = float(bool(REFUSAL.search((r.response or "")[:400])))
+            xo.append(output_features(p, resp, refusal, harm)), yo.append(r.label), go.append(name)
+    for s in spec.rules:
+        for ex in s.examples:
+            if ex.response is not None:
+                p, resp = emb.embed([ex.text])[0], emb.embed([ex.response])[0]
+                xo.append(output_features(p, resp, float(bool(REFUSAL.search(ex.response[:400]))), harm))
+                yo.append(int(ex.decision is not Decision.allow)), go.append("spec")
+    xo_, yo_ = np.stack(xo), np.array(yo, dtype=np.float64)
+    wo = balance(yo_, go, OUT_MASSES)
+    coef_out, b_out = fit_logistic(xo_, yo_, wo, l2_out)
+
+    meta = {
+        "embedder": emb.name, "window": emb.window, "max_windows": emb.max_windows,
+        "fit_rule": "guard.judges.train.fold: sha256('<set>:<key>') < 0.5 -> fit; HarmBench val -> fit; JBC never fitted",
+        "fitted_on": {name: sum(1 for r in sets[name] if r.fold == "fit") for name in sets},
+        "spec_examples": sum(len(s.examples) for s in spec.rules), "spec_version": spec.version,
+        "input_model": "MLP 384-64-1 (ReLU), Adam 400 steps, wd 1e-3, seed 0; Platt-calibrated on 2-fold out-of-fold logits",
+        "input_masses": IN_MASSES, "output_masses": OUT_MASSES, "calibration": [model.scale, model.shift],
+        "l2_out": l2_out, "input_rows": int(len(y)), "output_rows": int(len(yo_)),
+    }
+    emb.save()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, w1=model.w1, b1=model.b1, w2=model.w2, b2=np.float32(model.b2),
+                        calib=np.array([model.scale, model.shift], np.float32), coef_out=coef_out, b_out=np.float32(b_out),
+                        meta=np.array(json.dumps(meta, sort_keys=True)))
+    return meta
+
+
+from guard.types import Decision  # noqa: E402  (after the helpers: keeps the module's top readable)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--l2-out", type=float, default=1.0)
+    ap.add_argument("--cache", type=Path, help="embedding cache file (pickle) to reuse across refits")
+    a = ap.parse_args(argv)
+    meta = fit(a.data, a.out, a.l2_out, a.cache)
+    print(json.dumps(meta, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
