@@ -5,6 +5,7 @@ through ``LiteLLMUpstream``; a user's own function through ``FunctionUpstream`` 
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import json
 from collections.abc import AsyncIterator, Callable
@@ -28,7 +29,14 @@ class OpenAIUpstream:
         self.name = f"openai-compatible:{self.base_url}"
         self._api_key, self.timeout_s, self.connect_timeout_s = api_key, timeout_s, connect_timeout_s
         self.max_connections = max_connections
-        self._session = None  # created on first use, inside the running loop
+        self._pool: dict[str, Any] = {}  # the aiohttp session, created on first use inside the running loop;
+        # a dict so that copies made by ``with_key`` share one connection pool
+
+    def with_key(self, api_key: str | None) -> OpenAIUpstream:
+        """The same upstream and connection pool, sending another key (a client's own, forwarded)."""
+        clone = copy.copy(self)
+        clone._api_key = api_key
+        return clone
 
     def __repr__(self) -> str:
         return f"OpenAIUpstream({self.base_url!r})"  # never the key
@@ -43,17 +51,23 @@ class OpenAIUpstream:
     async def session(self):
         import aiohttp
 
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
+        session = self._pool.get("session")
+        if session is None or session.closed:
+            session = self._pool["session"] = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_connections),
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout_s, sock_read=self.timeout_s))
-        return self._session
+        return session
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        session = self._pool.pop("session", None)
+        if session is not None and not session.closed:
+            await session.close()
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        return (await self.complete_raw(body))[0]
+
+    async def complete_raw(self, body: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """The parsed completion and the exact bytes the upstream sent (a proxy passes those on)."""
         import aiohttp
 
         session = await self.session()
@@ -64,7 +78,7 @@ class OpenAIUpstream:
                     raise UpstreamError(f"upstream returned {resp.status}", status=resp.status, body=raw,
                                         headers={"content-type": resp.headers.get("content-type", "application/json")})
                 try:
-                    return json.loads(raw)
+                    return json.loads(raw), raw
                 except ValueError:
                     raise UpstreamError("upstream returned invalid JSON", status=502, body=raw[:2000]) from None
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
@@ -133,6 +147,24 @@ class LiteLLMUpstream:
         except Exception as e:  # provider errors: keep the status when litellm has one
             raise UpstreamError(f"upstream failed: {type(e).__name__}", status=getattr(e, "status_code", 502) or 502) from None
         return resp.model_dump()
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        from guard.judges.llm import _litellm
+
+        litellm = _litellm()
+        kwargs = {**body, "model": self.model, "timeout": self.timeout_s, "num_retries": 0, "stream": True}
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        try:
+            resp = await litellm.acompletion(**kwargs)
+            async for chunk in resp:
+                yield chunk.model_dump(exclude_none=True)
+        except litellm.exceptions.Timeout:
+            raise UpstreamTimeout() from None
+        except Exception as e:  # noqa: BLE001 - provider errors, with their status when litellm has one
+            raise UpstreamError(f"upstream failed: {type(e).__name__}", status=getattr(e, "status_code", 502) or 502) from None
 
 
 class FunctionUpstream:

@@ -22,6 +22,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from guard.pipeline import Guard
+    from guard.present import decisive, result_json
     from guard.settings import GuardSettings
 
     if not args.prompt.strip():
@@ -30,35 +31,11 @@ def run(args) -> int:
                              fail_mode="open" if args.fail_open else "closed")
     guard = Guard.create(settings)
     result = guard.check_sync([{"role": "user", "content": args.prompt}], response=args.response)
-    decisive = max(result.verdicts, key=lambda v: ["allow", "safe_complete", "refuse"].index(v.decision.value))
     if args.json:
-        print(json.dumps(as_json(result, decisive), ensure_ascii=False))
+        print(json.dumps(result_json(result), ensure_ascii=False))
     else:
-        print(render(result, decisive))
+        print(render(result, decisive(result)))
     return 0
-
-
-def as_json(result, decisive) -> dict:
-    return {
-        "decision": result.decision.value,
-        "sections": list(result.sections),
-        "precedents": list(decisive.precedents),
-        "rationale": decisive.rationale,
-        "confidence": decisive.confidence,
-        "judge": decisive.judge,
-        "policy_version": result.policy_version,
-        "latency_ms": round(result.latency_ms, 3),
-        "usage": {"prompt_tokens": result.judge_usage.prompt_tokens, "completion_tokens": result.judge_usage.completion_tokens,
-                  "reasoning_tokens": result.judge_usage.reasoning_tokens},
-        "cost_usd": result.judge_cost.usd,
-        "cost_note": result.judge_cost.reason,
-        "cache_hit": result.cache_hit,
-        "degraded": result.degraded,
-        "reply": result.text if result.decision.value != "allow" else None,
-        "stages": [{"stage": v.stage, "decision": v.decision.value, "sections": list(v.sections),
-                    "confidence": v.confidence, "latency_ms": round(v.latency_ms, 3),
-                    "retrieved": [r.model_dump() for r in v.retrieved]} for v in result.verdicts],
-    }
 
 
 def render(result, decisive) -> str:

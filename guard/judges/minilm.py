@@ -26,9 +26,11 @@ Deterministic: fixed weights, one ONNX session with fixed threads, no sampling.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,16 @@ class _Model:
             self.input = InputModel(z["w1"], z["b1"], z["w2"], float(z["b2"]), *map(float, z["calib"]))
             self.coef_out, self.b_out = z["coef_out"], float(z["b_out"])
             self.meta = json.loads(str(z["meta"]))
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def _worker() -> ThreadPoolExecutor:
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-judge")
+    return _EXECUTOR
 
 
 def _sigmoid(x):
@@ -138,7 +150,10 @@ class EmbeddingJudge:
     # ------------------------------------------------------------------ judging
 
     async def deliberate(self, case: Case) -> Judgment:
-        return self.decide(case)
+        # The model runs on one worker thread (onnxruntime releases the GIL), so a server's event
+        # loop keeps moving bytes while a check computes; one worker keeps runs in order and the
+        # ONNX threads from oversubscribing two cores.
+        return await asyncio.get_running_loop().run_in_executor(_worker(), self.decide, case)
 
     def decide(self, case: Case) -> Judgment:
         idx = self._index(case.spec)

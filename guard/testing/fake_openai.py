@@ -213,6 +213,8 @@ class FakeOpenAIServer:
         self.models, self.api_key = list(models), api_key
         self.host, self.port, self.max_recorded = host, port, max_recorded
         self.requests: list[Any] = []  # chat request bodies as received (dicts; the raw text if not JSON), oldest first
+        self.disconnects = 0  # streams whose client hung up before the end (a proxy cancelling its call)
+        self.completed_streams = 0
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -411,8 +413,12 @@ class FakeOpenAIServer:
                 await resp.write(b"data: " + json.dumps(last, separators=(",", ":")).encode() + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
-        except ConnectionResetError:  # the client hung up mid-stream: nothing to report
-            pass
+        except (ConnectionResetError, asyncio.CancelledError):  # the client hung up mid-stream
+            self.disconnects += 1
+            if asyncio.current_task() is not None and asyncio.current_task().cancelling():
+                raise
+        else:
+            self.completed_streams += 1
         return resp
 
 

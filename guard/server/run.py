@@ -1,0 +1,61 @@
+"""Running the app under uvicorn: in the foreground (``guard serve``) or in a background thread
+(tests, the demo). We bind the socket ourselves so that port 0 picks a free port we can report."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_server(app, *, log_level: str = "warning"):
+    import uvicorn
+
+    # uvloop and httptools when installed (they are dependencies): the lean path measured in DESIGN §6.
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", log_level=log_level,
+                            timeout_graceful_shutdown=5, backlog=2048)
+    return uvicorn.Server(config)
+
+
+def base_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
+
+
+class ServerThread:
+    """``with ServerThread(app) as s: OpenAI(base_url=s.base_url)`` - a real server on loopback."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        self.app, self.host, self.port = app, host, port
+        self.server = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ServerThread:
+        self.sock = bind(self.host, self.port)
+        self.base_url = base_url(self.sock)
+        self.server = uvicorn_server(self.app)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])),
+                                        name="guard-serve", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("guard server failed to start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=15)
+        self.sock.close()
