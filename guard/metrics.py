@@ -24,5 +24,14 @@ class GuardMetrics:
         self.escalations = Counter("guard_escalations", "Cascade escalations to the reasoning judge", registry=r)
         self.upstream_skipped = Counter("guard_upstream_skipped", "Upstream calls saved by an input refusal", registry=r)
         self.requests = Counter("guard_http_requests", "HTTP requests by route and status", ["route", "method", "status"], registry=r)
+        self._children: dict[tuple, object] = {}
         self.request_latency = Histogram("guard_http_request_latency_ms", "HTTP request latency (ms)", ["route"],
                                          buckets=_MS_BUCKETS, registry=r)
+
+    def child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, memoised: prometheus_client's lookup costs microseconds per call."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c

@@ -68,13 +68,13 @@ class Guard:
         query = query_text(messages, draft)
         key = cache_key(self.spec.version, stage, self.judge.name, [f"{m.role}:{m.text()}" for m in messages] + [draft or ""])
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            self.metrics.cache.labels("hit").inc()
+            self.metrics.child(self.metrics.cache, "hit").inc()
             verdict = hit.model_copy(update={"cache_hit": True, "usage": Usage(), "cost": Cost(usd=0.0),
                                              "latency_ms": (self.clock() - t0) * 1000})
             self._count(verdict)
             return verdict
         if self.cache is not None:
-            self.metrics.cache.labels("miss").inc()
+            self.metrics.child(self.metrics.cache, "miss").inc()
 
         retrieval = self.retriever.retrieve(query, stage)
         prompt = next((m.text() for m in reversed(messages) if m.role == "user"), "")
@@ -108,19 +108,19 @@ class Guard:
             latency_ms=(self.clock() - t0) * 1000, cost=Cost(usd=None, reason="judge failed"))
 
     def _count(self, v: Verdict) -> None:
-        m = self.metrics
-        m.decisions.labels(v.stage, v.decision.value, self.spec.version).inc()
-        m.stage_latency.labels(v.stage).observe(v.latency_ms)
+        m, c, judge = self.metrics, self.metrics.child, self.judge.name
+        c(m.decisions, v.stage, v.decision.value, self.spec.version).inc()
+        c(m.stage_latency, v.stage).observe(v.latency_ms)
         if v.escalated:
             m.escalations.inc()
         if not v.cache_hit:
-            m.judge_tokens.labels(self.judge.name, "prompt").inc(v.usage.prompt_tokens)
-            m.judge_tokens.labels(self.judge.name, "completion").inc(v.usage.completion_tokens)
-            m.judge_tokens.labels(self.judge.name, "reasoning").inc(v.usage.reasoning_tokens or 0)
+            c(m.judge_tokens, judge, "prompt").inc(v.usage.prompt_tokens)
+            c(m.judge_tokens, judge, "completion").inc(v.usage.completion_tokens)
+            c(m.judge_tokens, judge, "reasoning").inc(v.usage.reasoning_tokens or 0)
             if v.cost.usd is None:
-                m.judge_cost_unknown.labels(self.judge.name).inc()
+                c(m.judge_cost_unknown, judge).inc()
             else:
-                m.judge_cost.labels(self.judge.name).inc(v.cost.usd)
+                c(m.judge_cost, judge).inc(v.cost.usd)
 
     # ------------------------------------------------------------------ check only
 

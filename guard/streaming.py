@@ -113,8 +113,8 @@ class GuardedStream:
         finish = "content_filter" if v.decision is Decision.refuse else "stop"
         yield self._chunk({"role": "assistant", "content": ""})
         yield self._chunk({"content": text})
-        yield self._chunk({}, finish, guard=self.guard._guard_info(v))
         self._finish(text, upstream_called=False, note="upstream not called: the input stage decided")
+        yield self._chunk({}, finish, guard=self.guard._guard_info(v))
 
     # ------------------------------------------------------------------ the hold-back loop
 
@@ -222,8 +222,8 @@ class GuardedStream:
     async def _refused_output(self, v: Verdict) -> AsyncIterator[dict[str, Any]]:
         text = enforce.replacement_text(self.guard.spec, v)
         yield self._chunk({"content": ("\n\n" if self.checks > 1 else "") + text})
-        yield self._chunk({}, "content_filter", guard=self.guard._guard_info(v))
         self._finish(text, upstream_called=True)
+        yield self._chunk({}, "content_filter", guard=self.guard._guard_info(v))
 
     # ------------------------------------------------------------------ shapes and the record
 

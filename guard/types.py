@@ -220,6 +220,11 @@ class GuardResult(_Frozen):
     note: str | None = None  # e.g. "upstream not called: input refused"
 
     @property
+    def guard_ms(self) -> float:
+        """The guard's own time: its checks, without the upstream call (``latency_ms`` includes that)."""
+        return sum(v.latency_ms for v in self.verdicts)
+
+    @property
     def refused(self) -> bool:
         return self.decision is not Decision.allow
 
@@ -229,6 +234,6 @@ class GuardResult(_Frozen):
             "request_id": self.request_id, "mode": self.mode, "decision": self.decision.value,
             "enforced": self.enforced, "sections": list(self.sections), "policy_version": self.policy_version,
             "timings_ms": {t.stage: round(t.ms, 3) for t in self.timings}, "latency_ms": round(self.latency_ms, 3),
-            "judge_tokens": self.judge_usage.total_tokens, "judge_cost_usd": self.judge_cost.usd,
+            "guard_ms": round(self.guard_ms, 3), "judge_tokens": self.judge_usage.total_tokens, "judge_cost_usd": self.judge_cost.usd,
             "upstream_called": self.upstream_called, "cache_hit": self.cache_hit, "degraded": self.degraded,
         }

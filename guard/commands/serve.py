@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 
@@ -37,7 +36,7 @@ def run(args) -> int:
 
     from guard.pipeline import Guard
     from guard.server.app import create_app
-    from guard.server.run import base_url, bind, uvicorn_server
+    from guard.server.run import base_url, bind, run as run_server, uvicorn_server
 
     guard = Guard.create(config)  # policy errors surface here, before the port is taken
     app = create_app(config, guard=guard)
@@ -53,5 +52,5 @@ def run(args) -> int:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it found:
     # a no-op one makes a clean stop exit 0 (Ctrl-C still ends with 130).
     signal.signal(signal.SIGTERM, lambda *_: None)
-    asyncio.run(server.serve(sockets=[sock]))
+    run_server(server.serve(sockets=[sock]))
     return 0

@@ -121,7 +121,7 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
         if not config.expose_rationale:
             info.pop("rationale", None)
         if result is not None:
-            info["latency_ms"] = round(result.latency_ms, 3)
+            info["latency_ms"] = round(result.guard_ms, 3)
             info["cost_usd"] = result.judge_cost.usd
         return info
 
@@ -276,7 +276,7 @@ def upstream_error(e: UpstreamError) -> Response:
 
 def guard_headers(result: GuardResult) -> dict[str, str]:
     return {"x-guard-decision": result.decision.value, "x-guard-mode": result.mode, "x-guard-sections": ",".join(result.sections),
-            "x-guard-policy-version": result.policy_version, "x-guard-latency-ms": f"{result.latency_ms:.3f}",
+            "x-guard-policy-version": result.policy_version, "x-guard-latency-ms": f"{result.guard_ms:.3f}",
             "x-guard-cost-usd": "unknown" if result.judge_cost.usd is None else f"{result.judge_cost.usd:.8f}"}
 
 

@@ -22,6 +22,7 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: 
                 405: "invalid_request_error", 413: "invalid_request_error", 502: "upstream_error",
                 503: "service_unavailable", 504: "timeout"}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 ROUTES = ("/v1/chat/completions", "/v1/models", "/v1/guard/check", "/healthz", "/readyz", "/metrics")
 
 
@@ -79,11 +80,13 @@ class GuardHTTP:
                 await self.app(scope, receive, send_with_id)
         finally:
             route = path if path in ROUTES else "other"
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"  # bounded label values
             ms = (time.perf_counter() - t0) * 1000
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.request_latency.labels(route).observe(ms)
+            m = self.metrics
+            m.child(m.requests, route, method, str(status)).inc()
+            m.child(m.request_latency, route).observe(ms)
             if self.access_log:
-                access.info("http_request", method=scope["method"], path=route, status=status,
+                access.info("http_request", method=method, path=route, status=status,
                             ms=round(ms, 3), request_id=rid, client=(scope.get("client") or ("?",))[0])
 
     def _deny(self, path: str, headers: dict[bytes, bytes]) -> Response | None:
