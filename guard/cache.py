@@ -5,7 +5,6 @@ never serves a stale verdict."""
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 
 from cachetools import TTLCache
@@ -14,8 +13,12 @@ from guard.types import Verdict
 
 
 def cache_key(policy_version: str, stage: str, judge: str, content: list[str]) -> str:
-    h = hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()
-    return f"{policy_version}:{stage}:{judge}:{h}"
+    h = hashlib.blake2b(digest_size=20)
+    for part in content:  # length-prefixed, so no two lists of strings hash the same input
+        data = part.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return f"{policy_version}:{stage}:{judge}:{h.hexdigest()}"
 
 
 class VerdictCache:

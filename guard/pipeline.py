@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +48,7 @@ class Guard:
         self.cache = cache if cache is not None else (
             VerdictCache(self.settings.cache_size, self.settings.cache_ttl_s) if self.settings.cache_size else None)
         self.metrics = metrics or GuardMetrics()
+        self.log_results = True  # one guard_request_done event per result; the server logs its own, merged
 
     @classmethod
     def create(cls, settings: GuardSettings | None = None, *, upstream: Upstream | None = None,
@@ -65,7 +66,6 @@ class Guard:
 
     async def check_stage(self, stage: Stage, messages: list[Message], draft: str | None = None) -> Verdict:
         t0 = self.clock()
-        query = query_text(messages, draft)
         key = cache_key(self.spec.version, stage, self.judge.name, [f"{m.role}:{m.text()}" for m in messages] + [draft or ""])
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.metrics.child(self.metrics.cache, "hit").inc()
@@ -76,6 +76,7 @@ class Guard:
         if self.cache is not None:
             self.metrics.child(self.metrics.cache, "miss").inc()
 
+        query = query_text(messages, draft)
         retrieval = self.retriever.retrieve(query, stage)
         prompt = next((m.text() for m in reversed(messages) if m.role == "user"), "")
         case = Case(stage=stage, messages=messages, query=query, retrieval=retrieval, spec=self.spec,
@@ -124,9 +125,10 @@ class Guard:
 
     # ------------------------------------------------------------------ check only
 
-    async def check(self, messages: list[Message] | list[dict], response: str | None = None) -> GuardResult:
+    async def check(self, messages: list[Message] | list[dict], response: str | None = None, *,
+                    request_id: str | None = None) -> GuardResult:
         """Judge a conversation (and, given one, a response to it) without calling any model."""
-        t0, rid = self.clock(), uuid.uuid4().hex[:16]
+        t0, rid = self.clock(), request_id or secrets.token_hex(8)
         msgs = _messages(messages)
         verdicts = [await self.check_stage("input", msgs)]
         if response is not None:
@@ -137,14 +139,19 @@ class Guard:
 
     # ------------------------------------------------------------------ the full pipeline
 
-    async def complete(self, request: ChatRequest | dict[str, Any], upstream: Upstream | None = None) -> GuardResult:
-        t0, rid = self.clock(), uuid.uuid4().hex[:16]
+    async def complete(self, request: ChatRequest | dict[str, Any], upstream: Upstream | None = None, *,
+                       body: dict[str, Any] | None = None, request_id: str | None = None) -> GuardResult:
+        """``body``: the request exactly as the client sent it, forwarded as is (the proxy passes it;
+        otherwise it is rebuilt from ``request``)."""
+        t0, rid = self.clock(), request_id or secrets.token_hex(8)
         req = request if isinstance(request, ChatRequest) else ChatRequest.model_validate(request)
         upstream = upstream or self.upstream
         if upstream is None:
             raise ValueError("Guard.complete needs an upstream (pass one to Guard.create or to complete)")
-        body = req.upstream_body()
-        body.pop("stream", None)
+        if body is None:
+            body = req.upstream_body()
+        if "stream" in body:  # this call is not streamed (GuardedStream handles streams)
+            body = {k: v for k, v in body.items() if k != "stream"}
         shadow = self.settings.mode == "shadow"
         verdicts: list[Verdict] = []
         timings: list[StageTiming] = []
@@ -239,10 +246,11 @@ class Guard:
             judge_usage=judge_usage, judge_cost=judge_cost, timings=tuple(timings or ()),
             latency_ms=(self.clock() - t0) * 1000, cache_hit=bool(verdicts) and all(v.cache_hit for v in verdicts),
             degraded=any(v.degraded for v in verdicts), note=note)
-        event = result.summary()
-        if self.settings.log_content:
-            event["text"] = text
-        log.info("guard_request_done", **event)
+        if self.log_results:
+            event = result.summary()
+            if self.settings.log_content:
+                event["text"] = text
+            log.info("guard_request_done", **event)
         return result
 
     # ------------------------------------------------------------------ sync conveniences

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
+import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,10 +60,10 @@ class GuardedStream:
     ``result`` holds the GuardResult once the stream has ended."""
 
     def __init__(self, guard: Guard, request: ChatRequest, upstream: StreamingUpstream, *,
-                 first_window_chars: int = 40, window_chars: int = 160):
+                 first_window_chars: int = 40, window_chars: int = 160, request_id: str | None = None):
         self.guard, self.req, self.upstream = guard, request, upstream
         self.first_window, self.max_window = max(1, first_window_chars), max(1, window_chars, first_window_chars)
-        self.rid = uuid.uuid4().hex[:16]
+        self.rid = request_id or secrets.token_hex(8)
         self.t0 = guard.clock()
         self.input_verdict: Verdict | None = None
         self.verdicts: list[Verdict] = []

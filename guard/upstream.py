@@ -66,13 +66,15 @@ class OpenAIUpstream:
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         return (await self.complete_raw(body))[0]
 
-    async def complete_raw(self, body: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-        """The parsed completion and the exact bytes the upstream sent (a proxy passes those on)."""
+    async def complete_raw(self, body: dict[str, Any], data: bytes | None = None) -> tuple[dict[str, Any], bytes]:
+        """The parsed completion and the exact bytes the upstream sent (a proxy passes those on).
+        ``data``: ``body`` already encoded (a proxy forwarding the client's own bytes)."""
         import aiohttp
 
         session = await self.session()
         try:
-            async with session.post(f"{self.base_url}/chat/completions", data=json.dumps(body), headers=self._headers()) as resp:
+            async with session.post(f"{self.base_url}/chat/completions", data=data or json.dumps(body),
+                                    headers=self._headers()) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise UpstreamError(f"upstream returned {resp.status}", status=resp.status, body=raw,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -89,5 +90,6 @@ def test_guard_serve_process_guards_requests_and_stops_on_sigterm():
             _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0
         logged = line + err
-        assert '"event": "guard_request_done"' in logged and '"event": "http_request"' in logged
+        done = next(json.loads(x) for x in logged.splitlines() if '"guard_request_done"' in x)
+        assert done["status"] == 200 and done["path"] == "/v1/chat/completions" and done["decision"] == "allow"
         assert "sk-never-logged" not in logged and "Say hello" not in logged  # no secrets, no content by default

@@ -65,26 +65,28 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
     # ------------------------------------------------------------------ chat completions
 
     async def chat_completions(request: Request) -> Response:
-        body = await read_json(request, config.max_body_bytes)
+        raw, body = await read_json(request, config.max_body_bytes)
         req = parse(ChatRequest, body)
         up = upstream_for(request)
+        rid = request.scope["state"]["request_id"]
         if req.stream:
-            return await stream_chat(req, up)
-        keep = _KeepRaw(up)
+            return await stream_chat(request, req, up, rid)
+        keep = _KeepRaw(up, body, raw)
         try:
-            result = await guard.complete(req, keep)
+            result = await guard.complete(req, keep, body=body, request_id=rid)
         except UpstreamError as e:
             return upstream_error(e)
+        request.scope["state"]["guard_result"] = result
         headers = guard_headers(result)
         if not result.enforced and keep.raw is not None and result.response is not None:
             return Response(keep.raw, media_type="application/json", headers=headers)  # the upstream's own bytes
         return json_response(present(result.response, result), headers)
 
-    async def stream_chat(req: ChatRequest, up) -> Response:
+    async def stream_chat(request: Request, req: ChatRequest, up, rid: str) -> Response:
         if not hasattr(up, "stream"):
             raise HTTPError(400, "This upstream does not stream.", param="stream")
         gs = GuardedStream(guard, req, up, first_window_chars=config.stream_first_window_chars,
-                           window_chars=config.stream_window_chars)
+                           window_chars=config.stream_window_chars, request_id=rid)
         try:
             await gs.start()  # the input check, and the upstream's status, before any byte is sent
         except UpstreamError as e:
@@ -103,6 +105,7 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
                 log.error("guard_stream_failed", error=type(e).__name__, detail=str(e)[:200])
                 yield b"data: " + json.dumps(error_body(500, "The guard failed on this stream; it has been logged.")).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
+            request.scope["state"]["guard_result"] = gs.result
 
         v = gs.input_verdict
         headers = {"cache-control": "no-cache", "x-guard-policy-version": guard.spec.version}
@@ -139,9 +142,10 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
                                                          for m in names]})
 
     async def check(request: Request) -> Response:
-        body = await read_json(request, config.max_body_bytes)
+        _, body = await read_json(request, config.max_body_bytes)
         req = parse(_CheckRequest, body)
-        result = await guard.check(req.messages, req.response)
+        result = await guard.check(req.messages, req.response, request_id=request.scope["state"]["request_id"])
+        request.scope["state"]["guard_result"] = result
         return json_response(result_json(result, rationale=config.expose_rationale), guard_headers(result))
 
     async def healthz(request: Request) -> Response:
@@ -203,8 +207,9 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
     ], exception_handlers={HTTPError: on_http_error, HTTPException: on_starlette_error, Exception: on_crash},
         lifespan=lifespan)
     app.state.guard = guard
+    guard.log_results = False  # the middleware logs one event per request, with the result's summary merged in
     return GuardHTTP(app, api_keys=[k.get_secret_value() for k in config.api_keys], max_body_bytes=config.max_body_bytes,
-                     metrics=guard.metrics, access_log=config.access_log)
+                     metrics=guard.metrics, access_log=config.access_log, log_content=config.log_content)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -215,19 +220,21 @@ class _CheckRequest(ChatRequest):
 
 
 class _KeepRaw:
-    """Wraps the upstream for one request to keep the exact bytes it answered with."""
+    """Wraps the upstream for one request: sends the client's own bytes when the pipeline forwards the
+    request unchanged, and keeps the exact bytes the upstream answered with."""
 
-    def __init__(self, upstream):
+    def __init__(self, upstream, client_body: dict[str, Any], client_raw: bytes):
         self.upstream, self.name, self.raw = upstream, upstream.name, None
+        self._client_body, self._client_raw = client_body, client_raw
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         if hasattr(self.upstream, "complete_raw"):
-            data, self.raw = await self.upstream.complete_raw(body)
+            data, self.raw = await self.upstream.complete_raw(body, self._client_raw if body is self._client_body else None)
             return data
         return await self.upstream.complete(body)
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int) -> tuple[bytes, Any]:
     chunks, size = [], 0
     try:
         async for chunk in request.stream():  # chunked bodies have no Content-Length: count as we read
@@ -241,7 +248,7 @@ async def read_json(request: Request, limit: int) -> Any:
     if not raw.strip():
         raise HTTPError(400, "The request body is empty; expected a JSON object.")
     try:
-        return json.loads(raw)
+        return raw, json.loads(raw)
     except ValueError as e:
         raise HTTPError(400, f"We could not parse the JSON body of your request: {e}.") from None
 

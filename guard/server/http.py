@@ -8,7 +8,7 @@ import hmac
 import json
 import re
 import time
-import uuid
+import secrets
 from typing import Any
 
 import structlog
@@ -49,9 +49,10 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 class GuardHTTP:
     """Request id, client authentication on /v1/*, body-size limit by Content-Length, metrics, access log."""
 
-    def __init__(self, app, *, api_keys: list[str], max_body_bytes: int, metrics: GuardMetrics, access_log: bool):
+    def __init__(self, app, *, api_keys: list[str], max_body_bytes: int, metrics: GuardMetrics, access_log: bool,
+                 log_content: bool = False):
         self.app, self.keys, self.max_body = app, [k.encode() for k in api_keys], max_body_bytes
-        self.metrics, self.access_log = metrics, access_log
+        self.metrics, self.access_log, self.log_content = metrics, access_log, log_content
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -59,7 +60,7 @@ class GuardHTTP:
         t0 = time.perf_counter()
         headers = dict(scope["headers"])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = rid if _SAFE_ID.match(rid) else uuid.uuid4().hex
+        rid = rid if _SAFE_ID.match(rid) else secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = rid
         rid_header = (b"x-request-id", rid.encode())
         status = 500
@@ -85,7 +86,14 @@ class GuardHTTP:
             m = self.metrics
             m.child(m.requests, route, method, str(status)).inc()
             m.child(m.request_latency, route).observe(ms)
-            if self.access_log:
+            result = scope["state"].get("guard_result")
+            if result is not None:  # one event per request: the guard's summary with the HTTP facts
+                event = result.summary()
+                if self.log_content:
+                    event["text"] = result.text
+                access.info("guard_request_done", **event, method=method, path=route, status=status,
+                            ms=round(ms, 3), client=(scope.get("client") or ("?",))[0])
+            elif self.access_log:
                 access.info("http_request", method=method, path=route, status=status,
                             ms=round(ms, 3), request_id=rid, client=(scope.get("client") or ("?",))[0])
 
