@@ -4,7 +4,7 @@ calling the reasoning judge (issue 4, part 4).
     .venv/bin/python benchmarks/cascade.py [--sets xstest,moderation] [--escalate-below 0.8] [--model openai/gpt-4o-mini] [--limit N]
 
 No reasoning judge can run on this machine, so the LLM judge is served by the fake
-OpenAI-compatible server (guard.testing.fake_openai; a stdlib stand-in when that is absent) over real HTTP through litellm, scripted as
+OpenAI-compatible server (guard.testing.fake_openai) over real HTTP through litellm, scripted as
 an *oracle*: it answers valid verdict JSON with the row's true label (refuse citing a retrieved
 section for a harmful row, allow for a benign one) and a fixed, realistic usage of 900 prompt +
 150 completion tokens, priced at the model's price in litellm's price map. Three passes over
@@ -77,60 +77,14 @@ class Oracle:
 
 
 def serve(oracle: Oracle):
-    """The fake OpenAI-compatible server answering every chat completion with the oracle's verdict:
-    guard.testing.fake_openai when it is there, else a minimal stand-in on the standard library."""
+    """The fake OpenAI-compatible server, answering every chat completion with the oracle's verdict."""
+    from guard.testing.fake_openai import FakeOpenAIServer
 
     def reply(body: dict) -> dict:
         return {"content": oracle.verdict(body.get("messages") or []),
                 "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS}}
 
-    try:
-        from guard.testing.fake_openai import FakeOpenAIServer
-    except ImportError:
-        return _StandIn(reply)
     return FakeOpenAIServer(reply=reply)
-
-
-class _StandIn:
-    """POST /v1/chat/completions -> a chat.completion built from ``reply(body)`` (loopback, one thread per request)."""
-
-    kind = "a stand-in OpenAI-compatible server on the standard library (guard.testing.fake_openai was not available)"
-
-    def __init__(self, reply):
-        self.reply = reply
-
-    def __enter__(self):
-        import threading
-        import time
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        reply = self.reply
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
-                r = reply(body)
-                data = json.dumps({"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
-                                   "model": body.get("model", "fake"), "choices": [{"index": 0, "finish_reason": "stop",
-                                   "message": {"role": "assistant", "content": r["content"]}}],
-                                   "usage": {**r["usage"], "total_tokens": sum(r["usage"].values())}}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def run(guard, rows, stage, label):
@@ -167,7 +121,7 @@ def measure(a, name: str, price, offline, fitted) -> list[str]:
     print(line("offline", off), flush=True)
 
     with serve(oracle) as server:
-        SERVER_KIND[0] = getattr(server, "kind", "the fake OpenAI-compatible server guard.testing.fake_openai")
+        SERVER_KIND[0] = "the fake OpenAI-compatible server guard.testing.fake_openai"
         common = dict(cache_size=0, judge_api_base=server.base_url, judge_price=price, judge_timeout_s=30)
         cascade = Guard.create(GuardSettings(judge=f"cascade:{a.model}", escalate_below=a.escalate_below, **common))
         cascade.judge.first = offline.judge  # the same (warm) offline judge

@@ -13,7 +13,7 @@ from guard.pipeline import Guard
 from guard.settings import GuardSettings
 from guard.types import Message
 
-fake_openai = pytest.importorskip("guard.testing.fake_openai")
+from guard.testing import fake_openai
 
 MODEL = "openai/gpt-4o-mini"
 PROMPTS = [
