@@ -69,7 +69,9 @@ class MiniLMEmbedder:
 
     TRIM_EVERY = 256  # model runs between returns of freed heap memory to the OS (glibc only)
 
-    def __init__(self, threads: int = 2, window: int = 128, max_windows: int = 4, cache_size: int = 512):
+    # One intra-op thread: for inputs this short a second thread did not make a run faster here
+    # (11.8 vs 13.9 ms per check), while two single-threaded runs side by side doubled throughput.
+    def __init__(self, threads: int = 1, window: int = 128, max_windows: int = 4, cache_size: int = 512):
         self.threads, self.window, self.max_windows = threads, window, max_windows
         self._session = None
         self._tokenizer = None

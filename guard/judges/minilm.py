@@ -70,7 +70,7 @@ _EXECUTOR: ThreadPoolExecutor | None = None
 def _worker() -> ThreadPoolExecutor:
     global _EXECUTOR
     if _EXECUTOR is None:
-        _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-judge")
+        _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="offline-judge")
     return _EXECUTOR
 
 
@@ -150,9 +150,8 @@ class EmbeddingJudge:
     # ------------------------------------------------------------------ judging
 
     async def deliberate(self, case: Case) -> Judgment:
-        # The model runs on one worker thread (onnxruntime releases the GIL), so a server's event
-        # loop keeps moving bytes while a check computes; one worker keeps runs in order and the
-        # ONNX threads from oversubscribing two cores.
+        # The model runs on worker threads (onnxruntime releases the GIL), so a server's event loop
+        # keeps moving bytes while checks compute: two single-threaded runs at once, one per core.
         return await asyncio.get_running_loop().run_in_executor(_worker(), self.decide, case)
 
     def decide(self, case: Case) -> Judgment:
