@@ -154,16 +154,19 @@ class GuardedStream:
                     yield pending.pop(0)[0]
                 if upstream_done and not pending and check is None:
                     break
-                # wait for the next chunk or the running check, whichever comes first
-                if getter is None and not upstream_done:
-                    getter = asyncio.ensure_future(queue.get())
-                waiting = {f for f in (getter, check) if f is not None}
-                if not waiting:
+                if upstream_done and check is None:
                     break
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                if getter is None or getter not in done:
-                    continue
-                item, getter = getter.result(), None
+                if check is None:  # nothing else to wait for: the common case, without a task per chunk
+                    item = await (getter if getter is not None else queue.get())
+                    getter = None
+                else:  # the next chunk or the running check, whichever comes first
+                    if getter is None and not upstream_done:
+                        getter = asyncio.ensure_future(queue.get())
+                    waiting = {f for f in (getter, check) if f is not None}
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    if getter is None or getter not in done:
+                        continue
+                    item, getter = getter.result(), None
                 if isinstance(item, BaseException):
                     raise item
                 if item is None:

@@ -226,6 +226,17 @@ def test_upstream_failing_mid_stream_drops_held_text_and_ends_with_an_error_and_
     assert client(offline).chat.completions.create(model="m", messages=[{"role": "user", "content": "still up?"}])
 
 
+def test_a_litellm_model_string_reaches_other_providers_streaming_included(upstream):
+    upstream.script.push("Hello through litellm.", "Streamed through litellm.")
+    with guard_server("openai/fake-model", upstream_api_base=upstream.base_url, upstream_api_key="sk-x") as server:
+        out = client(server).chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}])
+        assert out.choices[0].message.content == "Hello through litellm."
+        text, chunks = collect(client(server).chat.completions.create(
+            model="any", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert text == "Streamed through litellm." and chunks[-1].choices[0].finish_reason == "stop"
+    assert upstream.requests[-1]["model"] == "fake-model"
+
+
 # --------------------------------------------------------------------------- errors and limits
 
 

@@ -44,7 +44,8 @@ def make_upstream(config: ServeConfig):
     key = config.upstream_api_key.get_secret_value() if config.upstream_api_key else None
     if config.upstream.startswith(("http://", "https://")):
         return OpenAIUpstream(config.upstream, api_key=key, timeout_s=config.upstream_timeout_s)
-    return LiteLLMUpstream(config.upstream, api_key=key, timeout_s=config.upstream_timeout_s)
+    return LiteLLMUpstream(config.upstream, api_key=key, api_base=config.upstream_api_base,
+                           timeout_s=config.upstream_timeout_s)
 
 
 def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any = None) -> GuardHTTP:

@@ -21,6 +21,7 @@ class ServeConfig(GuardSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     upstream: str | None = Field(None, description="base URL of an OpenAI-compatible server (…/v1), or a litellm model string")
+    upstream_api_base: str | None = Field(None, description="with a litellm model string: the provider's base URL (e.g. Ollama's)")
     upstream_api_key: SecretStr | None = Field(None, description="sent upstream; when unset, the client's own bearer key is forwarded")
     upstream_timeout_s: float = Field(120.0, gt=0)
     api_keys: list[SecretStr] = Field(default_factory=list, description="client bearer keys; empty: no client authentication")
