@@ -24,24 +24,27 @@ class Price(BaseModel):
 
 
 @lru_cache(maxsize=1)
-def _litellm_prices() -> dict[str, dict]:
+def _litellm_prices() -> dict[str, tuple[float, float]]:
+    """USD per token (input, output) by model name; only the prices are kept (the whole map is ~5 MB parsed)."""
     spec = importlib.util.find_spec("litellm")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
         return {}
     path = Path(list(spec.submodule_search_locations)[0]) / "model_prices_and_context_window_backup.json"
     try:
-        return json.loads(path.read_text())
+        table = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return {name: (float(e["input_cost_per_token"]), float(e.get("output_cost_per_token") or 0.0))
+            for name, e in table.items() if isinstance(e, dict) and isinstance(e.get("input_cost_per_token"), (int, float))}
 
 
+@lru_cache(maxsize=256)
 def known_price(model: str) -> Price | None:
     table = _litellm_prices()
     for key in (model, model.split("/", 1)[-1]):
         entry = table.get(key)
-        if entry and "input_cost_per_token" in entry:
-            return Price(input_per_mtok=entry["input_cost_per_token"] * 1e6,
-                         output_per_mtok=entry.get("output_cost_per_token", 0.0) * 1e6)
+        if entry is not None:
+            return Price(input_per_mtok=entry[0] * 1e6, output_per_mtok=entry[1] * 1e6)
     return None
 
 

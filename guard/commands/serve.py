@@ -34,9 +34,11 @@ def run(args) -> int:
     config = load_config(args.config, flags=flags)
     configure(level=config.log_level, json=config.log_format == "json")
 
+    from guard.server.run import base_url, bind, limit_malloc_arenas, run as run_server, uvicorn_server
+
+    limit_malloc_arenas()
     from guard.pipeline import Guard
     from guard.server.app import create_app
-    from guard.server.run import base_url, bind, run as run_server, uvicorn_server
 
     guard = Guard.create(config)  # policy errors surface here, before the port is taken
     app = create_app(config, guard=guard)

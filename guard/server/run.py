@@ -9,6 +9,18 @@ import threading
 import time
 
 
+def limit_malloc_arenas(n: int = 2) -> None:
+    """glibc gives every thread that allocates its own malloc arena, and keeps what each one freed;
+    with the judge's worker threads that cost 15-20 MB of RSS here (measured: 151 -> 136 MB ready,
+    189 -> 168 MB after load). Must run before the threads start; a no-op off glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, n)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
