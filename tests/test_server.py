@@ -186,6 +186,17 @@ def test_stream_never_releases_text_a_check_has_not_allowed(upstream):
     assert chunks[-1].model_extra["guard"]["sections"] == ["weapons"]
 
 
+def test_shadow_stream_passes_everything_through_and_records_the_verdict(upstream):
+    upstream.script.push("one two BOOM three")
+    judge = ScriptedJudge({"BOOM": ("refuse", "weapons")})
+    with guard_server(upstream.base_url, judge=judge, mode="shadow") as server:
+        text, chunks = collect(client(server).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "count"}], stream=True))
+        metrics = httpx.get(server.base_url.removesuffix("/v1") + "/metrics").text
+    assert text == "one two BOOM three" and chunks[-1].choices[0].finish_reason == "stop"
+    assert 'guard_decisions_total{decision="refuse",policy=' in metrics and 'stage="output"' in metrics
+
+
 def test_stream_with_tool_calls_passes_through(upstream, offline):
     upstream.script.push(Reply(tool_calls=[{"name": "get_weather", "arguments": {"city": "Oslo"}}]))
     _, chunks = collect(client(offline).chat.completions.create(
