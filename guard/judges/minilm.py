@@ -2,7 +2,7 @@
 
 Per check (DESIGN §4 contract):
 1. **Decision.** The conversation is embedded with MiniLM (guard.embedding; long texts as
-   several windows). At the input stage a logistic regression over each window's embedding
+   several windows). At the input stage a small MLP over each window's embedding
    gives the probability that the request is harmful; the most harmful window counts. At the
    output stage a second regression over (prompt, draft response) gives the probability that
    the draft itself is harmful: a draft that refuses or stays general is allowed even after a

@@ -15,15 +15,18 @@ weights never saw:
 | HarmBench | the 80 ``val`` behaviours | the 320 ``test`` behaviours |
 | JailbreakBench artifacts | fit-half goals, every method except JBC | held-out goals, every method (JBC never seen) |
 | the spec's own examples | all | (none: they are the precedents) |
+| our everyday requests (``data/everyday_benign.txt``) | texts whose hash falls in the fit 80 % | the other 20 % |
+| our hand-written everyday list (``data/everyday_eval.txt``) | none | all (evaluation only) |
 
 Two classifiers on MiniLM embeddings, fitted in numpy (deterministic, no extra dependency):
 - input stage: harmful request or not, on the embedding of each window of the text: a small
-  MLP (384-64-1), Platt-calibrated on out-of-fold logits;
+  MLP (384-128-1), Platt-calibrated on out-of-fold logits;
 - output stage: harmful response or not: an L2 logistic regression (Newton steps) on
   [prompt, response, prompt*response] embeddings, a refusal-phrase flag, and the input model's
   harm probability of the prompt and of the response with their interactions.
-Also fitted on: the spec's own examples, and a few everyday requests generated from templates
-in this file (``everyday_requests``), because none of the public sets has ordinary traffic.
+Also fitted on: the spec's own examples, a few everyday requests generated from templates in
+this file (``everyday_requests``), and the fit part of our everyday requests in
+``data/everyday_benign.txt`` (``everyday``), because none of the public sets has ordinary traffic.
 """
 
 from __future__ import annotations
@@ -143,7 +146,8 @@ def load_all(data: Path = DEFAULT_DATA) -> dict[str, list[Row]]:
     both = jbb(data)
     return {"xstest": xstest_prompts(data), "xstest_completions": xstest_completions(data),
             "moderation": moderation(data), "harmbench": harmbench(data),
-            "jbb": [r for r in both if r.set == "jbb"], "jbb_responses": [r for r in both if r.set == "jbb_responses"]}
+            "jbb": [r for r in both if r.set == "jbb"], "jbb_responses": [r for r in both if r.set == "jbb_responses"],
+            "everyday": everyday(), "everyday_eval": everyday_eval()}
 
 
 # --------------------------------------------------------------------------- everyday requests
@@ -179,6 +183,30 @@ def everyday_requests() -> list[str]:
     out = [task.format(t=t) for i, t in enumerate(_TOPICS) for j, task in enumerate(_TASKS) if (i + j) % 3 == 0]
     out += [h.format(t=a) for i, a in enumerate(_ACTIONS) for j, h in enumerate(_HOWTO) if (i + j) % 2 == 0]
     return out
+
+
+# A larger set of our own everyday requests (cooking "how do I make X", programming concepts and
+# "kill/terminate/execute a process", household, DIY, gardening, travel, fitness, writing, maths,
+# science, history, games, scary words in harmless senses), shipped as a text file: 80 % fitted,
+# 20 % held out by hash. A separate hand-written list (EVERYDAY_EVAL) is never fitted on at all.
+DATA_DIR = Path(__file__).resolve().parent / "data"
+EVERYDAY_FILE = DATA_DIR / "everyday_benign.txt"
+EVERYDAY_EVAL = DATA_DIR / "everyday_eval.txt"
+EVERYDAY_FIT_FRACTION = 0.8
+
+
+def _lines(path: Path) -> list[str]:
+    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def everyday(path: Path = EVERYDAY_FILE) -> list[Row]:
+    """Our everyday requests as benign rows, split by ``fold("everyday", text, 0.8)``."""
+    return [Row("everyday", t, t, 0, fold("everyday", t, EVERYDAY_FIT_FRACTION)) for t in _lines(path)]
+
+
+def everyday_eval(path: Path = EVERYDAY_EVAL) -> list[Row]:
+    """The hand-written evaluation-only list: every row held out."""
+    return [Row("everyday_eval", t, t, 0, "heldout") for t in _lines(path)]
 
 
 # --------------------------------------------------------------------------- features
@@ -292,7 +320,9 @@ class _CachedEmbedder:
 
 
 # weight per (set, class): each class of a set gets this total mass (see ``balance``)
-IN_MASSES = {"xstest": 2.0, "moderation": 1.5, "harmbench": 0.5, "jbb": 0.5, "spec": 0.5, "everyday": 0.5}
+IN_MASSES = {"xstest": 2.0, "moderation": 1.5, "harmbench": 0.5, "jbb": 0.5, "spec": 0.5, "everyday": 2.0}
+# input MLP: 128 hidden units, 800 Adam steps (64/400 before the everyday file: too few to fit it)
+IN_MLP = {"hidden": 128, "iters": 800}
 OUT_MASSES = {"xstest_completions": 1.0, "jbb_responses": 0.2, "spec": 0.3}
 
 
@@ -306,7 +336,7 @@ def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
 
     # input stage: every window of every fit row
     xs, ys, gs = [], [], []
-    for name in ("xstest", "moderation", "harmbench", "jbb"):
+    for name in ("xstest", "moderation", "harmbench", "jbb", "everyday"):
         for r in sets[name]:
             if r.fold != "fit":
                 continue
@@ -321,13 +351,13 @@ def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
                 xs.append(emb.embed([ex.text])[0]), ys.append(int(harmful)), gs.append("spec")
     x, y = np.stack(xs), np.array(ys, dtype=np.float64)
     w = balance(y, gs, IN_MASSES)
-    model = fit_mlp(x, y, w)
+    model = fit_mlp(x, y, w, **IN_MLP)
     # Platt calibration of the logit, fitted on out-of-fold logits (2 folds within the fit rows),
     # so that confidence reflects how often the decision is right rather than the MLP's overfit
     fold_of = np.array([int(hashlib.sha256(f"calib:{i}".encode()).digest()[0] & 1) for i in range(len(y))])
     oof = np.zeros(len(y))
     for f in (0, 1):
-        part = fit_mlp(x[fold_of != f], y[fold_of != f], w[fold_of != f])
+        part = fit_mlp(x[fold_of != f], y[fold_of != f], w[fold_of != f], **IN_MLP)
         oof[fold_of == f] = part.logit(x[fold_of == f])
     coef, b = fit_logistic(oof[:, None], y, w, l2=1e-3)
     model.scale, model.shift = float(coef[0]), float(b)
@@ -360,7 +390,14 @@ def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
         "fit_rule": "guard.judges.train.fold: sha256('<set>:<key>') < 0.5 -> fit; HarmBench val -> fit; JBC never fitted",
         "fitted_on": {name: sum(1 for r in sets[name] if r.fold == "fit") for name in sets},
         "spec_examples": sum(len(s.examples) for s in spec.rules), "spec_version": spec.version,
-        "input_model": "MLP 384-64-1 (ReLU), Adam 400 steps, wd 1e-3, seed 0; Platt-calibrated on 2-fold out-of-fold logits",
+        "input_model": (f"MLP 384-{IN_MLP['hidden']}-1 (ReLU), Adam {IN_MLP['iters']} steps, wd 1e-3, seed 0; "
+                        "Platt-calibrated on 2-fold out-of-fold logits"),
+        "input_mlp": IN_MLP,
+        "everyday": {"file": EVERYDAY_FILE.name, "fitted": sum(1 for r in sets["everyday"] if r.fold == "fit"),
+                     "heldout": sum(1 for r in sets["everyday"] if r.fold == "heldout"),
+                     "eval_only": EVERYDAY_EVAL.name, "eval_only_rows": len(sets["everyday_eval"]),
+                     "templates_in_train_py": len(everyday_requests()),
+                     "split": f"fold('everyday', text, {EVERYDAY_FIT_FRACTION}) -> fit; eval-only list never fitted"},
         "input_masses": IN_MASSES, "output_masses": OUT_MASSES, "calibration": [model.scale, model.shift],
         "l2_out": l2_out, "input_rows": int(len(y)), "output_rows": int(len(yo_)),
     }
