@@ -375,3 +375,13 @@ def test_readyz_reports_policy_judge_and_upstream(offline):
     r = httpx.get(offline.base_url.removesuffix("/v1") + "/readyz").json()
     assert r["status"] == "ready" and r["checks"]["upstream"] == "reachable"
     assert r["checks"]["judge"].startswith("offline")
+
+
+def test_readyz_probes_an_llm_judge_and_says_when_it_is_unreachable(upstream):
+    from guard.judges.llm import LLMJudge
+
+    with guard_server(upstream.base_url, judge=LLMJudge("openai/fake-model", api_base=upstream.base_url)) as server:
+        assert httpx.get(server.base_url.removesuffix("/v1") + "/readyz").status_code == 200
+    with guard_server(upstream.base_url, judge=LLMJudge("openai/fake-model", api_base="http://127.0.0.1:9/v1")) as server:
+        r = httpx.get(server.base_url.removesuffix("/v1") + "/readyz")
+    assert r.status_code == 503 and "unreachable" in r.json()["checks"]["judge"]

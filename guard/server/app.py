@@ -156,6 +156,13 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
         checks = {"policy": f"{len(guard.spec.sections)} sections, version {guard.spec.version}",
                   "judge": guard.judge.name}
         ok = True
+        llm = getattr(guard.judge, "second", guard.judge)  # the cascade's reasoning judge, or the judge itself
+        if getattr(llm, "api_base", None):
+            try:
+                async with _probe_session() as s, s.get(llm.api_base.rstrip("/") + "/models") as r:
+                    checks["judge"] += f" (reachable, HTTP {r.status})"
+            except Exception as e:  # noqa: BLE001 - any failure to connect means not ready
+                ok, checks["judge"] = False, f"{guard.judge.name} unreachable at {llm.api_base}: {type(e).__name__}"
         if isinstance(upstream, OpenAIUpstream):
             try:
                 await asyncio.wait_for(upstream.models(), 3.0)
@@ -214,6 +221,12 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _probe_session():
+    import aiohttp
+
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
 
 
 class _CheckRequest(ChatRequest):
