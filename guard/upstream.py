@@ -22,6 +22,13 @@ class Upstream(Protocol):
         ...
 
 
+class SSEChunk(dict):
+    """A stream chunk as parsed, remembering the bytes it arrived as: a proxy that releases it
+    unchanged sends those bytes on (exact, and no re-encoding per chunk)."""
+
+    __slots__ = ("raw",)
+
+
 class OpenAIUpstream:
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 120.0,
                  connect_timeout_s: float = 10.0, max_connections: int = 256):
@@ -106,9 +113,11 @@ class OpenAIUpstream:
                     if data == b"[DONE]":
                         return
                     try:
-                        yield json.loads(data)
+                        chunk = SSEChunk(json.loads(data))
                     except ValueError:
                         raise UpstreamError("upstream sent an invalid stream chunk", status=502) from None
+                    chunk.raw = data
+                    yield chunk
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeout(f"upstream stream stalled for {self.timeout_s:g}s") from None
         except aiohttp.ClientError as e:

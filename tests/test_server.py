@@ -148,6 +148,18 @@ def collect(stream) -> tuple[str, list]:
     return text, chunks
 
 
+def test_benign_stream_events_are_the_upstreams_own_bytes(upstream, offline):
+    sse = ('data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp_1",'
+           '"choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"logprobs":null,"finish_reason":null}]}\n\n'
+           'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp_1",'
+           '"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}\n\n'
+           'data: [DONE]\n\n')
+    upstream.script.push(Reply(raw_body=sse))
+    with httpx.stream("POST", offline.base_url + "/chat/completions",
+                      json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "Say hello"}]}) as r:
+        assert r.read().decode() == sse
+
+
 def test_benign_stream_arrives_whole_and_well_formed(upstream, offline):
     upstream.script.push("Use kill with the process id, then check it has gone with ps or top.")
     text, chunks = collect(client(offline).chat.completions.create(

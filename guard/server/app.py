@@ -96,6 +96,10 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
         async def sse():
             try:
                 async for chunk in gs:
+                    raw = getattr(chunk, "raw", None)  # an upstream chunk released unchanged: its own bytes
+                    if raw is not None:
+                        yield b"data: " + raw + b"\n\n"
+                        continue
                     if "guard" in chunk:
                         chunk["guard"] = guard_object(chunk["guard"], gs.result)
                     yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
