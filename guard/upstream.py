@@ -141,41 +141,41 @@ class LiteLLMUpstream:
     def __repr__(self) -> str:
         return f"LiteLLMUpstream({self.model!r})"
 
-    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        from guard.judges.llm import _litellm
-
-        litellm = _litellm()
-        kwargs = {**body, "model": self.model, "timeout": self.timeout_s, "num_retries": 0}
-        kwargs.pop("stream", None)
+    def _kwargs(self, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+        kwargs = {**body, "model": self.model, "timeout": self.timeout_s, "num_retries": 0, "stream": stream}
         if self._api_key:
             kwargs["api_key"] = self._api_key
         if self.api_base:
             kwargs["api_base"] = self.api_base
+        return kwargs
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        from guard.judges.llm import _litellm
+
+        litellm = _litellm()
         try:
-            resp = await litellm.acompletion(**kwargs)
-        except litellm.exceptions.Timeout:
-            raise UpstreamTimeout() from None
-        except Exception as e:  # provider errors: keep the status when litellm has one
-            raise UpstreamError(f"upstream failed: {type(e).__name__}", status=getattr(e, "status_code", 502) or 502) from None
+            resp = await litellm.acompletion(**self._kwargs(body, stream=False))
+        except Exception as e:  # noqa: BLE001 - provider errors become ours
+            raise _upstream_error(litellm, e) from None
         return resp.model_dump()
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         from guard.judges.llm import _litellm
 
         litellm = _litellm()
-        kwargs = {**body, "model": self.model, "timeout": self.timeout_s, "num_retries": 0, "stream": True}
-        if self._api_key:
-            kwargs["api_key"] = self._api_key
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
         try:
-            resp = await litellm.acompletion(**kwargs)
+            resp = await litellm.acompletion(**self._kwargs(body, stream=True))
             async for chunk in resp:
                 yield chunk.model_dump(exclude_none=True)
-        except litellm.exceptions.Timeout:
-            raise UpstreamTimeout() from None
-        except Exception as e:  # noqa: BLE001 - provider errors, with their status when litellm has one
-            raise UpstreamError(f"upstream failed: {type(e).__name__}", status=getattr(e, "status_code", 502) or 502) from None
+        except Exception as e:  # noqa: BLE001 - provider errors become ours
+            raise _upstream_error(litellm, e) from None
+
+
+def _upstream_error(litellm, e: Exception) -> UpstreamError:
+    """A litellm exception as ours, keeping the provider's status when litellm has one."""
+    if isinstance(e, litellm.exceptions.Timeout):
+        return UpstreamTimeout()
+    return UpstreamError(f"upstream failed: {type(e).__name__}", status=getattr(e, "status_code", 502) or 502)
 
 
 class FunctionUpstream:
