@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -123,7 +124,7 @@ class GuardedStream:
         hold = check_output and not self.shadow
         queue: asyncio.Queue = asyncio.Queue()
         reader = asyncio.ensure_future(self._read(queue))
-        pending: list[tuple[dict[str, Any], int]] = []  # chunks not yet released, with the draft length at each
+        pending: deque[tuple[dict[str, Any], int]] = deque()  # chunks not yet released, with the draft length at each
         draft: list[str] = []
         draft_len = 0
         released_upto = 0  # draft length the client has received
@@ -151,10 +152,8 @@ class GuardedStream:
                     window = min(window * 2, self.max_window)
                 # release what a check has covered (chunks without new text go out when nothing is held)
                 while pending and (not hold or pending[0][1] <= released_upto):
-                    yield pending.pop(0)[0]
-                if upstream_done and not pending and check is None:
-                    break
-                if upstream_done and check is None:
+                    yield pending.popleft()[0]
+                if upstream_done and check is None:  # nothing can be pending here: it was checked or released
                     break
                 if check is None:  # nothing else to wait for: the common case, without a task per chunk
                     item = await (getter if getter is not None else queue.get())
