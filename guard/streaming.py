@@ -43,11 +43,14 @@ def chunk_text(chunk: dict[str, Any]) -> str:
     """The judged text a chunk adds: content deltas and tool-call argument deltas."""
     parts = []
     for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") or {}
+        delta = (choice.get("delta") if isinstance(choice, dict) else None) or {}
         if isinstance(delta.get("content"), str):
             parts.append(delta["content"])
         for call in delta.get("tool_calls") or []:
-            fn = call.get("function") or {}
+            fn = (call.get("function") if isinstance(call, dict) else None) or {}
+            if not isinstance(fn, dict):
+                parts.append(str(fn))
+                continue
             if fn.get("name"):
                 parts.append(f"[tool call {fn['name']}] ")
             if isinstance(fn.get("arguments"), str):

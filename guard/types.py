@@ -45,9 +45,13 @@ class Message(BaseModel):
             parts.append(self.content)
         elif isinstance(self.content, list):
             parts.extend(str(p.get("text", "")) for p in self.content if isinstance(p, dict) and p.get("type") == "text")
-        for call in (self.model_extra or {}).get("tool_calls") or []:
-            fn = call.get("function", {}) if isinstance(call, dict) else {}
-            parts.append(f"[tool call {fn.get('name', '?')}] {fn.get('arguments', '')}")
+        calls = (self.model_extra or {}).get("tool_calls") or []
+        for call in calls if isinstance(calls, list) else [calls]:
+            fn = call.get("function") if isinstance(call, dict) else call
+            if isinstance(fn, dict):
+                parts.append(f"[tool call {fn.get('name', '?')}] {fn.get('arguments', '')}")
+            else:  # a malformed call is still content: judge it as it came
+                parts.append(f"[tool call] {fn}")
         return "\n".join(p for p in parts if p)
 
 

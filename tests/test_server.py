@@ -271,6 +271,9 @@ def test_a_litellm_model_string_reaches_other_providers_streaming_included(upstr
     (b'{"model": "m", "messages": []}', "messages"),
     (b'{"model": "m", "messages": [{"content": "no role"}]}', "messages[0].role"),
     (b'{"model": 5, "messages": [{"role": "user", "content": "hi"}]}', "model"),
+    (b'{"messages": [{"role": "user", "content": 5}]}', "messages[0].content"),
+    (b'{"messages": ["hi"]}', "messages[0]"),
+    (b"\xff\xfe", None),
 ])
 def test_bad_requests_get_openai_style_400s_and_the_server_keeps_serving(offline, body, param):
     r = httpx.post(offline.base_url + "/chat/completions", content=body, headers={"content-type": "application/json"})
@@ -280,6 +283,13 @@ def test_bad_requests_get_openai_style_400s_and_the_server_keeps_serving(offline
     assert err["param"] == param and err["message"]
     assert "Traceback" not in r.text and r.headers["x-request-id"]
     assert httpx.get(offline.base_url.removesuffix("/v1") + "/healthz").status_code == 200
+
+
+def test_malformed_tool_calls_in_the_conversation_are_judged_not_crashed_on(offline):
+    for calls in ("bad", [{"function": "x"}], [1, 2]):
+        r = httpx.post(offline.base_url + "/guard/check",
+                       json={"messages": [{"role": "assistant", "tool_calls": calls}, {"role": "user", "content": "ok?"}]})
+        assert r.status_code == 200 and r.json()["decision"] in {"allow", "refuse", "safe_complete"}
 
 
 def test_oversized_body_is_413(upstream):

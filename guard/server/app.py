@@ -271,6 +271,9 @@ async def read_json(request: Request, limit: int) -> tuple[bytes, Any]:
         raise HTTPError(400, f"We could not parse the JSON body of your request: {e}.") from None
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
 def parse(model, body: Any):
     if not isinstance(body, dict):
         raise HTTPError(400, "The request body must be a JSON object.")
@@ -278,7 +281,8 @@ def parse(model, body: Any):
         return model.model_validate(body)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = [str(p) for p in err["loc"]]
+        # pydantic names the union member it tried ('str', 'list[dict[str,any]]'); clients know fields only
+        loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p))]
         param = loc[0] + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:]) if loc else None
         msg = err["msg"]
         if err["type"] == "missing":
