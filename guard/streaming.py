@@ -11,7 +11,8 @@ completion) as a last content chunk with ``finish_reason: "content_filter"``, th
 The cost, stated: the first text reaches the client after ``first_window_chars`` characters have
 been generated plus one check (and after the input check, before the upstream is called at all).
 
-``GuardedStream`` yields OpenAI ``chat.completion.chunk`` dicts; the server only serialises them.
+``GuardedStream`` yields lists of OpenAI ``chat.completion.chunk`` dicts: the chunks released
+together (after one check), so that a server writes them in one go; it only serialises them.
 """
 
 from __future__ import annotations
@@ -104,25 +105,24 @@ class GuardedStream:
         except StopAsyncIteration:
             self._first = None
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
         if self._refusal is not None:
             return self._refused_input()
         return self._guarded()
 
     # ------------------------------------------------------------------ input refused: a short stream
 
-    async def _refused_input(self) -> AsyncIterator[dict[str, Any]]:
+    async def _refused_input(self) -> AsyncIterator[list[dict[str, Any]]]:
         v = self._refusal
         text = enforce.replacement_text(self.guard.spec, v)
         finish = "content_filter" if v.decision is Decision.refuse else "stop"
-        yield self._chunk({"role": "assistant", "content": ""})
-        yield self._chunk({"content": text})
         self._finish(text, upstream_called=False, note="upstream not called: the input stage decided")
-        yield self._chunk({}, finish, guard=self.guard._guard_info(v))
+        yield [self._chunk({"role": "assistant", "content": ""}), self._chunk({"content": text}),
+               self._chunk({}, finish, guard=self.guard._guard_info(v))]
 
     # ------------------------------------------------------------------ the hold-back loop
 
-    async def _guarded(self) -> AsyncIterator[dict[str, Any]]:
+    async def _guarded(self) -> AsyncIterator[list[dict[str, Any]]]:
         check_output = "output" in self.guard.settings.stages
         hold = check_output and not self.shadow
         queue: asyncio.Queue = asyncio.Queue()
@@ -143,8 +143,7 @@ class GuardedStream:
                     verdict, check = check.result(), None
                     if verdict.decision is not Decision.allow:
                         reader.cancel()
-                        async for c in self._refused_output(verdict):
-                            yield c
+                        yield self._refused_output(verdict)
                         return
                     released_upto = covered
                 # launch a check when a window of unchecked text has built up, or at the end
@@ -154,8 +153,11 @@ class GuardedStream:
                     check = asyncio.ensure_future(self._check("".join(draft)))
                     window = min(window * 2, self.max_window)
                 # release what a check has covered (chunks without new text go out when nothing is held)
+                batch = []
                 while pending and (not hold or pending[0][1] <= released_upto):
-                    yield pending.popleft()[0]
+                    batch.append(pending.popleft()[0])
+                if batch:
+                    yield batch
                 if upstream_done and check is None:  # nothing can be pending here: it was checked or released
                     break
                 if check is None:  # nothing else to wait for: the common case, without a task per chunk
@@ -224,11 +226,11 @@ class GuardedStream:
         self.timings.append(StageTiming(stage="output", ms=v.latency_ms))
         return v
 
-    async def _refused_output(self, v: Verdict) -> AsyncIterator[dict[str, Any]]:
+    def _refused_output(self, v: Verdict) -> list[dict[str, Any]]:
         text = enforce.replacement_text(self.guard.spec, v)
-        yield self._chunk({"content": ("\n\n" if self.checks > 1 else "") + text})
         self._finish(text, upstream_called=True)
-        yield self._chunk({}, "content_filter", guard=self.guard._guard_info(v))
+        return [self._chunk({"content": ("\n\n" if self.checks > 1 else "") + text}),
+                self._chunk({}, "content_filter", guard=self.guard._guard_info(v))]
 
     # ------------------------------------------------------------------ shapes and the record
 

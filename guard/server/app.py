@@ -95,14 +95,8 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
 
         async def sse():
             try:
-                async for chunk in gs:
-                    raw = getattr(chunk, "raw", None)  # an upstream chunk released unchanged: its own bytes
-                    if raw is not None:
-                        yield b"data: " + raw + b"\n\n"
-                        continue
-                    if "guard" in chunk:
-                        chunk["guard"] = guard_object(chunk["guard"], gs.result)
-                    yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+                async for batch in gs:  # the chunks one check released: one write
+                    yield b"".join(sse_event(chunk, gs) for chunk in batch)
             except UpstreamError as e:  # mid-stream: the held-back text is dropped; the stream still ends well-formed
                 log.warning("guard_upstream_failed_mid_stream", error=str(e), status=e.status)
                 yield b"data: " + json.dumps(error_body(502, f"upstream failed mid-stream: {e}")).encode() + b"\n\n"
@@ -111,6 +105,14 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
                 yield b"data: " + json.dumps(error_body(500, "The guard failed on this stream; it has been logged.")).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
             request.scope["state"]["guard_result"] = gs.result
+
+        def sse_event(chunk: dict[str, Any], gs: GuardedStream) -> bytes:
+            raw = getattr(chunk, "raw", None)  # an upstream chunk released unchanged: its own bytes
+            if raw is not None:
+                return b"data: " + raw + b"\n\n"
+            if "guard" in chunk:
+                chunk["guard"] = guard_object(chunk["guard"], gs.result)
+            return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
         v = gs.input_verdict
         headers = {"cache-control": "no-cache", "x-guard-policy-version": guard.spec.version}
