@@ -28,7 +28,7 @@ from guard.policy import Spec, load_spec
 from guard.retrieval import BM25Retriever, Retriever, query_text
 from guard.settings import GuardSettings
 from guard.types import (ChatRequest, Cost, Decision, GuardResult, Message, Stage, StageTiming, Usage, Verdict,
-                         response_text)
+                         decisive, response_text)
 from guard.upstream import Upstream
 
 log = structlog.get_logger("guard")
@@ -133,9 +133,9 @@ class Guard:
         verdicts = [await self.check_stage("input", msgs)]
         if response is not None:
             verdicts.append(await self.check_stage("output", msgs, response))
-        decisive = _decisive(verdicts)
-        text = enforce.replacement_text(self.spec, decisive) if decisive.decision is not Decision.allow else response
-        return self._result(rid, t0, verdicts, decisive, response=None, text=text, upstream_called=False)
+        final = decisive(verdicts)
+        text = enforce.replacement_text(self.spec, final) if final.decision is not Decision.allow else response
+        return self.record(rid, t0, verdicts, final, response=None, text=text, upstream_called=False)
 
     # ------------------------------------------------------------------ the full pipeline
 
@@ -167,7 +167,7 @@ class Guard:
                 if v_in.decision is Decision.safe_complete and self.settings.safe_complete_via == "upstream":
                     return await self._safe_complete_upstream(rid, t0, req, upstream, verdicts, timings)
                 self.metrics.upstream_skipped.inc()
-                return self._result(rid, t0, verdicts, v_in, response=self._replacement(v_in, req, rid),
+                return self.record(rid, t0, verdicts, v_in, response=self._replacement(v_in, req, rid),
                                     upstream_called=False, timings=timings,
                                     note="upstream not called: the input stage decided")
 
@@ -180,12 +180,12 @@ class Guard:
         if "output" in self.settings.stages:
             verdicts.append(v_out := await self.check_stage("output", req.messages, draft))
             timings.append(StageTiming(stage="output", ms=v_out.latency_ms))
-        decisive = _decisive(verdicts) if verdicts else None
-        if decisive is None or decisive.decision is Decision.allow or shadow:
-            return self._result(rid, t0, verdicts, decisive, response=response, upstream_called=True,
-                                upstream_response=response, timings=timings, model=req.model)
-        return self._result(rid, t0, verdicts, decisive, response=self._replacement(decisive, req, rid, response),
-                            upstream_called=True, upstream_response=response, timings=timings, model=req.model)
+        final = decisive(verdicts)
+        if final is None or final.decision is Decision.allow or shadow:  # the draft goes out as it is
+            return self.record(rid, t0, verdicts, final, response=response, text=draft, upstream_called=True,
+                               upstream_response=response, timings=timings, model=req.model)
+        return self.record(rid, t0, verdicts, final, response=self._replacement(final, req, rid, response),
+                           upstream_called=True, upstream_response=response, timings=timings, model=req.model)
 
     async def _timed_call(self, upstream: Upstream, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
         t = self.clock()
@@ -206,8 +206,8 @@ class Guard:
         if v_out.decision is Decision.refuse:
             response = self._replacement(v_out, req, rid, response)
         else:
-            response = _with_guard(response, self._guard_info(v_in))
-        return self._result(rid, t0, verdicts, v_in, response=response, upstream_called=True,
+            response = _with_guard(response, self.guard_info(v_in))
+        return self.record(rid, t0, verdicts, v_in, response=response, upstream_called=True,
                             upstream_response=response, timings=timings, model=req.model,
                             note="safe completion written by the upstream with the cited sections as guidance")
 
@@ -215,18 +215,19 @@ class Guard:
         text = enforce.replacement_text(self.spec, verdict)
         finish = "content_filter" if verdict.decision is Decision.refuse else "stop"
         model = (draft or {}).get("model") or req.model
-        return _with_guard(enforce.completion(text, model, rid, finish, (draft or {}).get("usage")), self._guard_info(verdict))
+        return _with_guard(enforce.completion(text, model, rid, finish, (draft or {}).get("usage")), self.guard_info(verdict))
 
-    def _guard_info(self, v: Verdict) -> dict[str, Any]:
+    def guard_info(self, v: Verdict) -> dict[str, Any]:
         return {"decision": v.decision.value, "stage": v.stage, "sections": list(v.sections),
                 "rationale": v.rationale, "policy_version": v.policy_version, "degraded": v.degraded}
 
     # ------------------------------------------------------------------ the record
 
-    def _result(self, rid: str, t0: float, verdicts: list[Verdict], decisive: Verdict | None, *,
-                response: dict[str, Any] | None, upstream_called: bool, text: str | None = None,
-                upstream_response: dict[str, Any] | None = None, timings: list[StageTiming] | None = None,
-                model: str | None = None, note: str | None = None) -> GuardResult:
+    def record(self, rid: str, t0: float, verdicts: list[Verdict], final: Verdict | None, *,
+               response: dict[str, Any] | None, upstream_called: bool, text: str | None = None,
+               upstream_response: dict[str, Any] | None = None, timings: list[StageTiming] | None = None,
+               model: str | None = None, note: str | None = None) -> GuardResult:
+        """The GuardResult of one request (and its log event): ``final`` is the verdict that decided."""
         judge_usage, judge_cost = Usage(), Cost(usd=0.0)
         for v in verdicts:
             judge_usage, judge_cost = judge_usage + v.usage, Cost.add(judge_cost, v.cost)
@@ -234,14 +235,14 @@ class Guard:
         up_model = (upstream_response or {}).get("model") or model
         up_cost = (cost_of(up_model, up_usage, self.settings.prices) if up_usage else
                    Cost(usd=None, reason="upstream reported no usage")) if upstream_called else None
-        decision = decisive.decision if decisive else Decision.allow
+        decision = final.decision if final else Decision.allow
         if text is None and response is not None:
             text = response_text(response)
         result = GuardResult(
             request_id=rid, mode=self.settings.mode, decision=decision,
             enforced=decision is not Decision.allow and self.settings.mode == "enforce",
             response=response, text=text, verdicts=tuple(verdicts),
-            sections=decisive.sections if decisive else (), policy_version=self.spec.version,
+            sections=final.sections if final else (), policy_version=self.spec.version,
             upstream_called=upstream_called, upstream_usage=up_usage, upstream_cost=up_cost,
             judge_usage=judge_usage, judge_cost=judge_cost, timings=tuple(timings or ()),
             latency_ms=(self.clock() - t0) * 1000, cache_hit=bool(verdicts) and all(v.cache_hit for v in verdicts),
@@ -266,12 +267,6 @@ def _messages(messages: list[Message] | list[dict] | str) -> list[Message]:
     if isinstance(messages, str):
         return [Message(role="user", content=messages)]
     return [m if isinstance(m, Message) else Message.model_validate(m) for m in messages]
-
-
-def _decisive(verdicts: list[Verdict]) -> Verdict:
-    """The verdict that sets the outcome: a refusal beats a safe completion beats an allow."""
-    rank = {Decision.allow: 0, Decision.safe_complete: 1, Decision.refuse: 2}
-    return max(verdicts, key=lambda v: rank[v.decision])
 
 
 def _with_guard(response: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:

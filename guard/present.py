@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from guard.types import Decision, GuardResult, Verdict
-
-_RANK = {Decision.allow: 0, Decision.safe_complete: 1, Decision.refuse: 2}
-
-
-def decisive(result: GuardResult) -> Verdict | None:
-    return max(result.verdicts, key=lambda v: _RANK[v.decision], default=None)
+from guard.types import Decision, GuardResult, decisive
 
 
 def result_json(result: GuardResult, *, rationale: bool = True) -> dict[str, Any]:
-    d = decisive(result)
+    d = decisive(result.verdicts)
     return {
         "decision": result.decision.value,
         "sections": list(result.sections),

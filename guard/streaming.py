@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from guard import enforce
-from guard.types import ChatRequest, Decision, GuardResult, StageTiming, Verdict
+from guard.types import ChatRequest, Decision, GuardResult, StageTiming, Verdict, decisive
 
 if TYPE_CHECKING:
     from guard.pipeline import Guard
@@ -80,6 +80,8 @@ class GuardedStream:
         self._first: dict[str, Any] | None = None
         self._upstream_usage: dict[str, Any] | None = None
         self._model: str | None = request.model
+        self._id: str | None = None  # the upstream's completion id, reused for the guard's own chunks
+        self._t_up = 0.0
 
     @property
     def shadow(self) -> bool:
@@ -118,7 +120,7 @@ class GuardedStream:
         finish = "content_filter" if v.decision is Decision.refuse else "stop"
         self._finish(text, upstream_called=False, note="upstream not called: the input stage decided")
         yield [self._chunk({"role": "assistant", "content": ""}), self._chunk({"content": text}),
-               self._chunk({}, finish, guard=self.guard._guard_info(v))]
+               self._chunk({}, finish, guard=self.guard.guard_info(v))]
 
     # ------------------------------------------------------------------ the hold-back loop
 
@@ -216,7 +218,7 @@ class GuardedStream:
         if c.get("usage"):
             self._upstream_usage = c["usage"]
         self._model = c.get("model") or self._model
-        self._id = c.get("id") or getattr(self, "_id", None)
+        self._id = c.get("id") or self._id
         return c
 
     async def _check(self, draft: str) -> Verdict:
@@ -230,12 +232,12 @@ class GuardedStream:
         text = enforce.replacement_text(self.guard.spec, v)
         self._finish(text, upstream_called=True)
         return [self._chunk({"content": ("\n\n" if self.checks > 1 else "") + text}),
-                self._chunk({}, "content_filter", guard=self.guard._guard_info(v))]
+                self._chunk({}, "content_filter", guard=self.guard.guard_info(v))]
 
     # ------------------------------------------------------------------ shapes and the record
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, guard: dict | None = None) -> dict[str, Any]:
-        c: dict[str, Any] = {"id": getattr(self, "_id", None) or f"chatcmpl-guard-{self.rid}",
+        c: dict[str, Any] = {"id": self._id or f"chatcmpl-guard-{self.rid}",
                              "object": "chat.completion.chunk", "created": int(time.time()),
                              "model": self._model or "guard",
                              "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -247,9 +249,7 @@ class GuardedStream:
         response = {"choices": [{"message": {"role": "assistant", "content": text}}]}
         if self._upstream_usage:
             response["usage"] = self._upstream_usage
-        from guard.pipeline import _decisive
-
-        self.result = self.guard._result(
-            self.rid, self.t0, self.verdicts, _decisive(self.verdicts) if self.verdicts else None, response=None, text=text,
+        self.result = self.guard.record(
+            self.rid, self.t0, self.verdicts, decisive(self.verdicts), response=None, text=text,
             upstream_called=upstream_called, upstream_response=response if upstream_called else None,
             timings=self.timings, model=self._model, note=note)

@@ -195,6 +195,14 @@ class Verdict(_Frozen):
     cost: Cost = Cost(usd=0.0)
 
 
+_RANK = {Decision.allow: 0, Decision.safe_complete: 1, Decision.refuse: 2}
+
+
+def decisive(verdicts) -> Verdict | None:
+    """The verdict that sets the outcome: a refusal beats a safe completion beats an allow."""
+    return max(verdicts, key=lambda v: _RANK[v.decision], default=None)
+
+
 class StageTiming(_Frozen):
     stage: str
     ms: float

@@ -22,7 +22,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from guard.pipeline import Guard
-    from guard.present import decisive, result_json
+    from guard.present import result_json
+    from guard.types import decisive
     from guard.settings import GuardSettings
 
     if not args.prompt.strip():
@@ -34,7 +35,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result_json(result), ensure_ascii=False))
     else:
-        print(render(result, decisive(result)))
+        print(render(result, decisive(result.verdicts)))
     return 0
 
 

@@ -106,20 +106,20 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
             yield b"data: [DONE]\n\n"
             request.scope["state"]["guard_result"] = gs.result
 
-        def sse_event(chunk: dict[str, Any], gs: GuardedStream) -> bytes:
-            raw = getattr(chunk, "raw", None)  # an upstream chunk released unchanged: its own bytes
-            if raw is not None:
-                return b"data: " + raw + b"\n\n"
-            if "guard" in chunk:
-                chunk["guard"] = guard_object(chunk["guard"], gs.result)
-            return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
-
         v = gs.input_verdict
         headers = {"cache-control": "no-cache", "x-guard-policy-version": guard.spec.version}
         if v is not None:
             headers |= {"x-guard-decision": v.decision.value, "x-guard-mode": config.mode,
                         "x-guard-sections": ",".join(v.sections), "x-guard-input-latency-ms": f"{v.latency_ms:.3f}"}
         return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
+
+    def sse_event(chunk: dict[str, Any], gs: GuardedStream) -> bytes:
+        raw = getattr(chunk, "raw", None)  # an upstream chunk released unchanged: its own bytes
+        if raw is not None:
+            return b"data: " + raw + b"\n\n"
+        if "guard" in chunk:
+            chunk["guard"] = guard_object(chunk["guard"], gs.result)
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
     def present(response: dict[str, Any], result: GuardResult) -> dict[str, Any]:
         if "guard" in response:
