@@ -429,10 +429,6 @@ async def main_async(args) -> int:
     load_before = os.getloadavg()
     t_start = time.time()
 
-    have_guard = (ROOT / "guard" / "commands" / "serve.py").exists() or "GUARD_BIN" in os.environ
-    if not have_guard:
-        print("! guard serve is not available (guard/commands/serve.py missing): guard setups skipped", flush=True)
-        setups = [s for s in setups if s not in GUARD_SETUPS]
     litellm_cmd = litellm_command() if "litellm" in setups else None
     if "litellm" in setups and not litellm_cmd:
         print("! no litellm CLI with the proxy extras found: litellm setup skipped", flush=True)
@@ -487,7 +483,7 @@ async def main_async(args) -> int:
 
     load_after = os.getloadavg()
     wall = time.time() - t_start
-    write_report(args, rows, notes, load_before, load_after, wall, have_guard, litellm_cmd)
+    write_report(args, rows, notes, load_before, load_after, wall, litellm_cmd)
     print(f"wrote {RESULTS / args.name}.md and .png in {wall:.0f} s; load average before {fmt_load(load_before)}, "
           f"after {fmt_load(load_after)}", flush=True)
     return 0
@@ -531,7 +527,7 @@ def machine_facts() -> list[str]:
             "packages: " + ", ".join(versions)]
 
 
-def write_report(args, rows: list[Row], notes, load_before, load_after, wall, have_guard, litellm_cmd) -> None:
+def write_report(args, rows: list[Row], notes, load_before, load_after, wall, litellm_cmd) -> None:
     def get(delay, stream, conc, setup) -> CellStats | None:
         return next((r.stats for r in rows if (r.delay, r.stream, r.conc, r.setup) == (delay, stream, conc, setup)), None)
 
@@ -640,8 +636,6 @@ def write_report(args, rows: list[Row], notes, load_before, load_after, wall, ha
             L.append(f"- {k}: {hit:.0f} hits, {miss:.0f} misses"
                      + (f" → hit rate {hit / tot:.1%}" if tot else ""))
         L.append("")
-    if not have_guard:
-        L += ["**`guard serve` was not available when this ran: only direct and LiteLLM were measured.**", ""]
     if not litellm_cmd and "litellm" in args.setups:
         L += ["**No LiteLLM proxy could be started here: see the report.**", ""]
     if notes["errors"]:
