@@ -56,14 +56,15 @@ class JudgeTimeout(JudgeError):
 
 
 class UpstreamError(GuardError):
-    def __init__(self, message: str, status: int = 502, body: Any = None, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, status: int = 502, body: Any = None, headers: dict[str, str] | None = None,
+                 code: str | None = None):
         super().__init__(message)
-        self.status, self.body, self.headers = status, body, headers or {}
+        self.status, self.body, self.headers, self.code = status, body, headers or {}, code
 
 
 class UpstreamTimeout(UpstreamError):
     def __init__(self, message: str = "upstream timed out"):
-        super().__init__(message, status=504)
+        super().__init__(message, status=504, code="upstream_timeout")
 
 
 class GuardRefused(GuardError):

@@ -16,22 +16,23 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from guard import enforce
 from guard.accounting import cost_of, usage_from_openai
 from guard.cache import VerdictCache, cache_key
 from guard.errors import JudgeError, JudgeTimeout
+from guard.logs import get_logger
 from guard.judges import Case, Deliberator, make_judge
 from guard.metrics import GuardMetrics
 from guard.policy import Spec, load_spec
 from guard.retrieval import BM25Retriever, Retriever, query_text
 from guard.settings import GuardSettings
+from guard.fields import choice_texts, outgoing
 from guard.types import (ChatRequest, Cost, Decision, GuardResult, Message, Stage, StageTiming, Usage, Verdict,
                          decisive, response_text)
 from guard.upstream import Upstream
 
-log = structlog.get_logger("guard")
+log = get_logger("guard")
+_OFF_LOOP_CHARS = 16_000  # above this, hashing and retrieval go to a worker thread (a thread hop costs ~50 us)
 
 
 class Guard:
@@ -65,8 +66,16 @@ class Guard:
     # ------------------------------------------------------------------ one stage
 
     async def check_stage(self, stage: Stage, messages: list[Message], draft: str | None = None) -> Verdict:
+        """One check, over a bounded amount of text (``max_check_chars``, see docs/security.md); the
+        hashing and retrieval of a large text run on a worker thread, off the event loop."""
         t0 = self.clock()
-        key = cache_key(self.spec.version, stage, self.judge.name, [f"{m.role}:{m.text()}" for m in messages] + [draft or ""])
+        s = self.settings
+        size = len(draft) if stage == "output" and draft is not None else sum(len(m.text()) for m in messages)
+        if size > s.max_check_chars and s.oversize == "refuse":
+            return self._oversize(stage, size, t0)
+        messages, draft = bounded(messages, draft, s.max_check_chars)
+        big = size > _OFF_LOOP_CHARS
+        key = await asyncio.to_thread(self._key, stage, messages, draft) if big else self._key(stage, messages, draft)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.metrics.child(self.metrics.cache, "hit").inc()
             verdict = hit.model_copy(update={"cache_hit": True, "usage": Usage(), "cost": Cost(usd=0.0),
@@ -75,25 +84,45 @@ class Guard:
             return verdict
         if self.cache is not None:
             self.metrics.child(self.metrics.cache, "miss").inc()
-
-        query = query_text(messages, draft)
-        retrieval = self.retriever.retrieve(query, stage)
-        prompt = next((m.text() for m in reversed(messages) if m.role == "user"), "")
-        case = Case(stage=stage, messages=messages, query=query, retrieval=retrieval, spec=self.spec,
-                    draft=draft, prompt=prompt)
+        case = await asyncio.to_thread(self._case, stage, messages, draft) if big else self._case(stage, messages, draft)
         try:
             j = await self.judge.deliberate(case)
         except JudgeError as e:
-            verdict = self._degraded(stage, e, retrieval.scores, t0)
+            verdict = self._degraded(stage, e, case.retrieval.scores, t0)
         else:
             verdict = Verdict(stage=stage, decision=j.decision, sections=j.sections, precedents=j.precedents,
                               rationale=j.rationale, confidence=j.confidence, rewrite=j.rewrite, judge=j.judge,
-                              policy_version=self.spec.version, retrieved=retrieval.scores, escalated=j.escalated,
+                              policy_version=self.spec.version, retrieved=case.retrieval.scores, escalated=j.escalated,
                               latency_ms=(self.clock() - t0) * 1000, usage=j.usage, cost=j.cost)
             if self.cache is not None:
                 self.cache.put(key, verdict)
         self._count(verdict)
         return verdict
+
+    def _key(self, stage: Stage, messages: list[Message], draft: str | None) -> str:
+        return cache_key(self.spec.version, stage, self.judge.name, [f"{m.role}:{m.text()}" for m in messages] + [draft or ""])
+
+    def _case(self, stage: Stage, messages: list[Message], draft: str | None) -> Case:
+        query = query_text(messages, draft)
+        prompt = next((m.text() for m in reversed(messages) if m.role == "user"), "")
+        return Case(stage=stage, messages=messages, query=query, retrieval=self.retriever.retrieve(query, stage),
+                    spec=self.spec, draft=draft, prompt=prompt)
+
+    async def check_output(self, messages: list[Message], drafts: list[str]) -> list[Verdict]:
+        """The output stage: every choice judged on its own (``n > 1``), concurrently."""
+        if len(drafts) == 1:
+            return [await self.check_stage("output", messages, drafts[0])]
+        return list(await asyncio.gather(*(self.check_stage("output", messages, d) for d in drafts)))
+
+    def _oversize(self, stage: Stage, size: int, t0: float) -> Verdict:
+        """Text the guard will not read is refused, never passed unread (``oversize: truncate`` reads head and tail)."""
+        self.metrics.judge_failures.labels(self.judge.name, "oversize", self.settings.fail_mode).inc()
+        reason = f"{size} characters to judge exceed max_check_chars={self.settings.max_check_chars}"
+        v = Verdict(stage=stage, decision=Decision.refuse, rationale=f"Not judged: {reason}; oversize=refuse refuses it.",
+                    confidence=1.0, judge="guard:size-limit", policy_version=self.spec.version, degraded=True,
+                    degraded_reason=reason, latency_ms=(self.clock() - t0) * 1000)
+        self._count(v)
+        return v
 
     def _degraded(self, stage: Stage, error: JudgeError, retrieved, t0: float) -> Verdict:
         """A judge that failed decides nothing: ``fail_mode`` does, and the verdict says so."""
@@ -139,53 +168,79 @@ class Guard:
 
     # ------------------------------------------------------------------ the full pipeline
 
+    @property
+    def shadow(self) -> bool:
+        return self.settings.mode == "shadow"
+
     async def complete(self, request: ChatRequest | dict[str, Any], upstream: Upstream | None = None, *,
                        body: dict[str, Any] | None = None, request_id: str | None = None) -> GuardResult:
         """``body``: the request exactly as the client sent it, forwarded as is (the proxy passes it;
-        otherwise it is rebuilt from ``request``)."""
+        otherwise it is rebuilt from ``request``). Streams go through ``guard.streaming.GuardedStream``,
+        which runs these same stages (input_stage, the upstream, check_output, replacement, record)."""
         t0, rid = self.clock(), request_id or secrets.token_hex(8)
         req = request if isinstance(request, ChatRequest) else ChatRequest.model_validate(request)
-        upstream = upstream or self.upstream
-        if upstream is None:
-            raise ValueError("Guard.complete needs an upstream (pass one to Guard.create or to complete)")
-        if body is None:
-            body = req.upstream_body()
-        if "stream" in body:  # this call is not streamed (GuardedStream handles streams)
-            body = {k: v for k, v in body.items() if k != "stream"}
-        shadow = self.settings.mode == "shadow"
+        upstream = self.upstream_or(upstream)
+        body = {k: v for k, v in (req.upstream_body() if body is None else body).items() if k != "stream"}
         verdicts: list[Verdict] = []
         timings: list[StageTiming] = []
 
         # input stage, with the upstream optionally already on its way
         call = asyncio.ensure_future(self._timed_call(upstream, body)) if self.settings.parallel_upstream else None
-        if "input" in self.settings.stages:
-            verdicts.append(v_in := await self.check_stage("input", req.messages))
-            timings.append(StageTiming(stage="input", ms=v_in.latency_ms))
-            if v_in.decision is not Decision.allow and not shadow:
-                if call is not None:
-                    call.cancel()
-                if v_in.decision is Decision.safe_complete and self.settings.safe_complete_via == "upstream":
-                    return await self._safe_complete_upstream(rid, t0, req, upstream, verdicts, timings)
-                self.metrics.upstream_skipped.inc()
-                return self.record(rid, t0, verdicts, v_in, response=self._replacement(v_in, req, rid),
-                                    upstream_called=False, timings=timings,
-                                    note="upstream not called: the input stage decided")
+        try:
+            v_in = await self.input_stage(req, verdicts, timings)
+        except BaseException:
+            if call is not None:
+                call.cancel()
+            raise
+        if self.decided_at_input(v_in):
+            if call is not None:
+                call.cancel()
+            return await self.decide_at_input(rid, t0, req, upstream, verdicts, timings)
 
         # upstream (errors propagate: the adapter maps them to its own error shape)
         response, upstream_ms = await (call if call is not None else self._timed_call(upstream, body))
         timings.append(StageTiming(stage="upstream", ms=upstream_ms))
 
-        # output stage over the draft
-        draft = response_text(response)
+        # output stage over every choice of the draft
         if "output" in self.settings.stages:
-            verdicts.append(v_out := await self.check_stage("output", req.messages, draft))
-            timings.append(StageTiming(stage="output", ms=v_out.latency_ms))
+            verdicts += await self.check_output(req.messages, choice_texts(response, self.settings.unknown_fields))
+            timings.append(StageTiming(stage="output", ms=max(v.latency_ms for v in verdicts if v.stage == "output")))
         final = decisive(verdicts)
-        if final is None or final.decision is Decision.allow or shadow:  # the draft goes out as it is
-            return self.record(rid, t0, verdicts, final, response=response, text=draft, upstream_called=True,
-                               upstream_response=response, timings=timings, model=req.model)
-        return self.record(rid, t0, verdicts, final, response=self._replacement(final, req, rid, response),
+        if final is None or final.decision is Decision.allow or self.shadow:  # the draft goes out (minus reasoning)
+            out = outgoing(response, "message", forward_reasoning=self.settings.forward_reasoning,
+                           unknown=self.settings.unknown_fields)
+            return self.record(rid, t0, verdicts, final, response=response if out is None else out,
+                               text=response_text(response), upstream_called=True, upstream_response=response,
+                               timings=timings, model=req.model)
+        return self.record(rid, t0, verdicts, final, response=self.replacement(final, req, rid, response),
                            upstream_called=True, upstream_response=response, timings=timings, model=req.model)
+
+    def upstream_or(self, upstream: Upstream | None) -> Upstream:
+        upstream = upstream or self.upstream
+        if upstream is None:
+            raise ValueError("Guard.complete needs an upstream (pass one to Guard.create or to complete)")
+        return upstream
+
+    async def input_stage(self, req: ChatRequest, verdicts: list[Verdict], timings: list[StageTiming]) -> Verdict | None:
+        if "input" not in self.settings.stages:
+            return None
+        v = await self.check_stage("input", req.messages)
+        verdicts.append(v)
+        timings.append(StageTiming(stage="input", ms=v.latency_ms))
+        return v
+
+    def decided_at_input(self, v: Verdict | None) -> bool:
+        return v is not None and v.decision is not Decision.allow and not self.shadow
+
+    async def decide_at_input(self, rid: str, t0: float, req: ChatRequest, upstream: Upstream,
+                              verdicts: list[Verdict], timings: list[StageTiming]) -> GuardResult:
+        """The input stage did not allow: a refusal, or a safe completion (the judge's, or the upstream's)."""
+        v_in = verdicts[-1]
+        if v_in.decision is Decision.safe_complete and self.settings.safe_complete_via == "upstream":
+            return await self._safe_complete_upstream(rid, t0, req, upstream, verdicts, timings)
+        self.metrics.upstream_skipped.inc()
+        return self.record(rid, t0, verdicts, v_in, response=self.replacement(v_in, req, rid), upstream_called=False,
+                           timings=timings, note="upstream not called: the input stage decided")
 
     async def _timed_call(self, upstream: Upstream, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
         t = self.clock()
@@ -200,18 +255,20 @@ class Guard:
         body["messages"] = [{"role": "system", "content": enforce.guidance(self.spec, v_in)}] + body["messages"]
         response, ms = await self._timed_call(upstream, body)
         timings.append(StageTiming(stage="upstream", ms=ms))
-        v_out = await self.check_stage("output", req.messages, response_text(response))
-        verdicts.append(v_out)
-        timings.append(StageTiming(stage="output", ms=v_out.latency_ms))
+        outs = await self.check_output(req.messages, choice_texts(response, self.settings.unknown_fields))
+        verdicts += outs
+        timings.append(StageTiming(stage="output", ms=max(v.latency_ms for v in outs)))
+        v_out = decisive(outs)
         if v_out.decision is Decision.refuse:
-            response = self._replacement(v_out, req, rid, response)
+            response = self.replacement(v_out, req, rid, response)
         else:
-            response = _with_guard(response, self.guard_info(v_in))
+            response = _with_guard(outgoing(response, "message", forward_reasoning=self.settings.forward_reasoning,
+                                            unknown=self.settings.unknown_fields) or response, self.guard_info(v_in))
         return self.record(rid, t0, verdicts, v_in, response=response, upstream_called=True,
                             upstream_response=response, timings=timings, model=req.model,
                             note="safe completion written by the upstream with the cited sections as guidance")
 
-    def _replacement(self, verdict: Verdict, req: ChatRequest, rid: str, draft: dict | None = None) -> dict[str, Any]:
+    def replacement(self, verdict: Verdict, req: ChatRequest, rid: str, draft: dict | None = None) -> dict[str, Any]:
         text = enforce.replacement_text(self.spec, verdict)
         finish = "content_filter" if verdict.decision is Decision.refuse else "stop"
         model = (draft or {}).get("model") or req.model
@@ -259,14 +316,36 @@ class Guard:
     def check_sync(self, messages, response: str | None = None) -> GuardResult:
         return asyncio.run(self.check(messages, response))
 
-    def complete_sync(self, request, upstream: Upstream | None = None) -> GuardResult:
-        return asyncio.run(self.complete(request, upstream))
-
 
 def _messages(messages: list[Message] | list[dict] | str) -> list[Message]:
     if isinstance(messages, str):
         return [Message(role="user", content=messages)]
     return [m if isinstance(m, Message) else Message.model_validate(m) for m in messages]
+
+
+def bounded(messages: list[Message], draft: str | None, cap: int) -> tuple[list[Message], str | None]:
+    """At most ``cap`` characters of draft, and of conversation (the newest turns first), each kept as
+    its head and tail: what a check reads when ``oversize: truncate`` (and the context of an output check)."""
+    if draft is not None and len(draft) > cap:
+        draft = head_tail(draft, cap)
+    texts = [m.text() for m in messages]
+    if sum(map(len, texts)) <= cap:
+        return messages, draft
+    kept: list[Message] = []
+    budget = cap
+    for m, text in zip(reversed(messages), reversed(texts)):
+        if budget <= 0:
+            break
+        kept.append(m if len(text) <= budget else Message(role=m.role, content=head_tail(text, budget)))
+        budget -= len(text)
+    return kept[::-1], draft
+
+
+def head_tail(text: str, n: int) -> str:
+    if len(text) <= n:
+        return text
+    half = max(1, n // 2)
+    return text[:half] + "\n[...]\n" + text[-half:]
 
 
 def _with_guard(response: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:

@@ -32,4 +32,11 @@ class GuardSettings(BaseModel):
     cache_size: int = Field(10_000, ge=0)
     cache_ttl_s: float = Field(3600.0, gt=0)
     prices: dict[str, Price] = Field(default_factory=dict, description="USD per million tokens by model name")
+    max_check_chars: int = Field(100_000, ge=1000, description=(
+        "most text one check reads: the conversation at the input stage, the draft at the output stage"))
+    oversize: Literal["refuse", "truncate"] = Field("refuse", description=(
+        "text beyond max_check_chars: refuse (fail closed) or judge its head and tail only"))
+    forward_reasoning: bool = Field(False, description="pass the upstream's (judged) reasoning on to clients")
+    unknown_fields: Literal["judge", "drop"] = Field(
+        "judge", description="text in answer fields the guard does not know: judge it, or remove it")
     log_content: bool = Field(False, description="log message content (off: only decisions, ids, timings, costs)")

@@ -1,4 +1,4 @@
-"""Guarding a streamed answer (DESIGN §5).
+"""Guarding a streamed answer (docs/security.md, "The streaming bound").
 
 The bound we keep: **no character reaches the client before an output check has allowed the
 whole draft up to and including it.** Text is held back in windows: once ``first_window_chars``
@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from guard import enforce
+from guard.errors import UpstreamError
+from guard.fields import chunk_texts, outgoing
 from guard.types import ChatRequest, Decision, GuardResult, StageTiming, Verdict, decisive
 
 if TYPE_CHECKING:
@@ -41,28 +43,15 @@ class StreamingUpstream(Protocol):
 
 
 def chunk_text(chunk: dict[str, Any]) -> str:
-    """The judged text a chunk adds: content deltas and tool-call argument deltas."""
-    parts = []
-    for choice in chunk.get("choices") or []:
-        delta = (choice.get("delta") if isinstance(choice, dict) else None) or {}
-        if isinstance(delta.get("content"), str):
-            parts.append(delta["content"])
-        for call in delta.get("tool_calls") or []:
-            fn = (call.get("function") if isinstance(call, dict) else None) or {}
-            if not isinstance(fn, dict):
-                parts.append(str(fn))
-                continue
-            if fn.get("name"):
-                parts.append(f"[tool call {fn['name']}] ")
-            if isinstance(fn.get("arguments"), str):
-                parts.append(fn["arguments"])
-    return "".join(parts)
+    """The judged text a chunk adds, all choices together (guard.fields.chunk_texts, by choice)."""
+    return "".join(chunk_texts(chunk).values())
 
 
 class GuardedStream:
-    """One guarded streaming request. ``await start()`` runs the input stage and opens the upstream
-    stream (so that upstream errors surface before any byte is sent); then iterate for chunks.
-    ``result`` holds the GuardResult once the stream has ended."""
+    """One guarded streaming request, through the pipeline's own stages (``Guard.input_stage``,
+    ``decide_at_input``, ``check_output``, ``replacement``, ``record``). ``await start()`` runs the
+    input stage and opens the upstream stream (so that upstream errors surface before any byte is
+    sent); then iterate for chunks. ``result`` holds the GuardResult once the stream has ended."""
 
     def __init__(self, guard: Guard, request: ChatRequest, upstream: StreamingUpstream, *,
                  first_window_chars: int = 40, window_chars: int = 160, request_id: str | None = None):
@@ -75,9 +64,10 @@ class GuardedStream:
         self.timings: list[StageTiming] = []
         self.result: GuardResult | None = None
         self.checks = 0
-        self._refusal: Verdict | None = None  # set when the input stage refuses
+        self._decided: GuardResult | None = None  # set when the input stage decided (refusal or safe completion)
         self._source: AsyncIterator[dict[str, Any]] | None = None
         self._first: dict[str, Any] | None = None
+        self._queue: asyncio.Queue = asyncio.Queue()
         self._upstream_usage: dict[str, Any] | None = None
         self._model: str | None = request.model
         self._id: str | None = None  # the upstream's completion id, reused for the guard's own chunks
@@ -85,19 +75,24 @@ class GuardedStream:
 
     @property
     def shadow(self) -> bool:
-        return self.guard.settings.mode == "shadow"
+        return self.guard.shadow
 
     async def start(self) -> None:
-        s = self.guard.settings
-        if "input" in s.stages:
-            v = await self.guard.check_stage("input", self.req.messages)
-            self.input_verdict = v
-            self.verdicts.append(v)
-            self.timings.append(StageTiming(stage="input", ms=v.latency_ms))
-            if v.decision is not Decision.allow and not self.shadow:
-                self._refusal = v
-                self.guard.metrics.upstream_skipped.inc()
-                return
+        g = self.guard
+        opening = asyncio.ensure_future(self._open()) if g.settings.parallel_upstream else None
+        try:
+            self.input_verdict = await g.input_stage(self.req, self.verdicts, self.timings)
+        except BaseException:
+            await self._drop(opening)
+            raise
+        if g.decided_at_input(self.input_verdict):
+            await self._drop(opening)
+            self._decided = self.result = await g.decide_at_input(self.rid, self.t0, self.req, self.upstream,
+                                                                  self.verdicts, self.timings)
+            return
+        await (opening if opening is not None else self._open())
+
+    async def _open(self) -> None:
         body = self.req.upstream_body()
         body["stream"] = True
         self._t_up = self.guard.clock()
@@ -107,33 +102,42 @@ class GuardedStream:
         except StopAsyncIteration:
             self._first = None
 
+    async def _drop(self, opening: asyncio.Future | None) -> None:
+        """The upstream stream opened in parallel with the input stage is not wanted: close it."""
+        if opening is None:
+            return
+        opening.cancel()
+        with contextlib.suppress(BaseException):
+            await opening
+        if self._source is not None:
+            with contextlib.suppress(BaseException):
+                await self._source.aclose()
+
+    def abort(self, message: str) -> None:
+        """End the stream now (server shutdown): the held-back text is dropped, the upstream closed,
+        and the consumer gets an UpstreamError, rendered as an error event and ``[DONE]``."""
+        self._queue.put_nowait(UpstreamError(message, status=503))
+
     def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
-        if self._refusal is not None:
-            return self._refused_input()
+        if self._decided is not None:
+            return self._decided_at_input()
         return self._guarded()
 
-    # ------------------------------------------------------------------ input refused: a short stream
+    # ------------------------------------------------------------------ decided at input: a short stream
 
-    async def _refused_input(self) -> AsyncIterator[list[dict[str, Any]]]:
-        v = self._refusal
-        text = enforce.replacement_text(self.guard.spec, v)
-        finish = "content_filter" if v.decision is Decision.refuse else "stop"
-        self._finish(text, upstream_called=False, note="upstream not called: the input stage decided")
-        yield [self._chunk({"role": "assistant", "content": ""}), self._chunk({"content": text}),
-               self._chunk({}, finish, guard=self.guard.guard_info(v))]
+    async def _decided_at_input(self) -> AsyncIterator[list[dict[str, Any]]]:
+        r = self._decided
+        choice = (r.response or {}).get("choices", [{}])[0]
+        yield [self._chunk({"role": "assistant", "content": ""}), self._chunk({"content": r.text or ""}),
+               self._chunk({}, choice.get("finish_reason") or "stop", guard=(r.response or {}).get("guard"))]
 
     # ------------------------------------------------------------------ the hold-back loop
 
     async def _guarded(self) -> AsyncIterator[list[dict[str, Any]]]:
         check_output = "output" in self.guard.settings.stages
         hold = check_output and not self.shadow
-        queue: asyncio.Queue = asyncio.Queue()
-        reader = asyncio.ensure_future(self._read(queue))
-        pending: deque[tuple[dict[str, Any], int]] = deque()  # chunks not yet released, with the draft length at each
-        draft: list[str] = []
-        draft_len = 0
-        released_upto = 0  # draft length the client has received
-        covered = 0  # draft length the running check covers
+        reader = asyncio.ensure_future(self._read(self._queue))
+        held = _Held()
         window = self.first_window
         check: asyncio.Task | None = None
         upstream_done = False
@@ -147,29 +151,24 @@ class GuardedStream:
                         reader.cancel()
                         yield self._refused_output(verdict)
                         return
-                    released_upto = covered
+                    held.released_upto = held.covered
                 # launch a check when a window of unchecked text has built up, or at the end
-                if hold and check is None and draft_len > released_upto and (
-                        draft_len - released_upto >= window or upstream_done):
-                    covered = draft_len
-                    check = asyncio.ensure_future(self._check("".join(draft)))
+                if hold and check is None and held.unchecked and (held.unchecked >= window or upstream_done):
+                    held.covered = held.length
+                    check = asyncio.ensure_future(self._check(held.drafts()))
                     window = min(window * 2, self.max_window)
-                # release what a check has covered (chunks without new text go out when nothing is held)
-                batch = []
-                while pending and (not hold or pending[0][1] <= released_upto):
-                    batch.append(pending.popleft()[0])
-                if batch:
+                if batch := held.release(hold):
                     yield batch
                 if upstream_done and check is None:  # nothing can be pending here: it was checked or released
                     break
                 if check is None:  # nothing else to wait for: the common case, without a task per chunk
-                    item = await (getter if getter is not None else queue.get())
+                    item = await (getter if getter is not None else self._queue.get())
                     getter = None
                 else:  # the next chunk or the running check, whichever comes first
                     if getter is None and not upstream_done:
-                        getter = asyncio.ensure_future(queue.get())
-                    waiting = {f for f in (getter, check) if f is not None}
-                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                        getter = asyncio.ensure_future(self._queue.get())
+                    done, _ = await asyncio.wait({f for f in (getter, check) if f is not None},
+                                                 return_when=asyncio.FIRST_COMPLETED)
                     if getter is None or getter not in done:
                         continue
                     item, getter = getter.result(), None
@@ -178,24 +177,18 @@ class GuardedStream:
                 if item is None:
                     upstream_done = True
                     continue
-                text = chunk_text(item)
-                if text:
-                    draft.append(text)
-                    draft_len += len(text)
-                pending.append((item, draft_len))
+                held.add(item, chunk_texts(item, self.guard.settings.unknown_fields), self._outgoing(item))
             # the whole draft was released; shadow mode and unchecked streams judge it once, for the record
-            if check_output and (not hold or verdict is None) and draft_len:
-                verdict = await self._check("".join(draft))
-            self._finish("".join(draft), upstream_called=True)
+            if check_output and (not hold or verdict is None) and held.length:
+                await self._check(held.drafts())
+            self._finish(held.text(), upstream_called=True)
         finally:
-            if getter is not None:
-                getter.cancel()
-            if not reader.done():
-                reader.cancel()
-                with contextlib.suppress(BaseException):
-                    await reader
-            if check is not None and not check.done():
-                check.cancel()
+            await _cancel(getter, reader, check)
+
+    def _outgoing(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        s = self.guard.settings
+        out = outgoing(chunk, "delta", forward_reasoning=s.forward_reasoning, unknown=s.unknown_fields)
+        return chunk if out is None else out
 
     async def _read(self, queue: asyncio.Queue) -> None:
         """Pump the upstream into the queue: chunks, then None; an exception object on failure."""
@@ -221,12 +214,12 @@ class GuardedStream:
         self._id = c.get("id") or self._id
         return c
 
-    async def _check(self, draft: str) -> Verdict:
+    async def _check(self, drafts: list[str]) -> Verdict:
         self.checks += 1
-        v = await self.guard.check_stage("output", self.req.messages, draft)
-        self.verdicts.append(v)
-        self.timings.append(StageTiming(stage="output", ms=v.latency_ms))
-        return v
+        verdicts = await self.guard.check_output(self.req.messages, drafts)
+        self.verdicts += verdicts
+        self.timings.append(StageTiming(stage="output", ms=max(v.latency_ms for v in verdicts)))
+        return decisive(verdicts)
 
     def _refused_output(self, v: Verdict) -> list[dict[str, Any]]:
         text = enforce.replacement_text(self.guard.spec, v)
@@ -253,3 +246,45 @@ class GuardedStream:
             self.rid, self.t0, self.verdicts, decisive(self.verdicts), response=None, text=text,
             upstream_called=upstream_called, upstream_response=response if upstream_called else None,
             timings=self.timings, model=self._model, note=note)
+
+
+class _Held:
+    """The draft so far, by choice, and the chunks not yet released with the draft length at each."""
+
+    def __init__(self):
+        self.pending: deque[tuple[dict[str, Any], int]] = deque()
+        self.by_choice: dict[int, list[str]] = {}
+        self.length = 0  # characters of draft, all choices
+        self.released_upto = 0  # draft length the client has received
+        self.covered = 0  # draft length the running check covers
+
+    @property
+    def unchecked(self) -> int:
+        return self.length - self.released_upto
+
+    def add(self, chunk: dict[str, Any], texts: dict[int, str], out: dict[str, Any]) -> None:
+        for index, text in texts.items():
+            self.by_choice.setdefault(index, []).append(text)
+            self.length += len(text)
+        self.pending.append((out, self.length))
+
+    def release(self, hold: bool) -> list[dict[str, Any]]:
+        """What a check has covered (chunks without new text go out when nothing is held)."""
+        batch = []
+        while self.pending and (not hold or self.pending[0][1] <= self.released_upto):
+            batch.append(self.pending.popleft()[0])
+        return batch
+
+    def drafts(self) -> list[str]:
+        return ["".join(parts) for _, parts in sorted(self.by_choice.items())] or [""]
+
+    def text(self) -> str:
+        return "\n".join(self.drafts())
+
+
+async def _cancel(*futures: asyncio.Future | None) -> None:
+    for f in futures:
+        if f is not None and not f.done():
+            f.cancel()
+            with contextlib.suppress(BaseException):
+                await f

@@ -7,7 +7,6 @@ everything else the guard does not use pass through untouched.
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from typing import Any, Literal
 
@@ -39,20 +38,11 @@ class Message(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
     def text(self) -> str:
-        """Everything in the message a judge should read: text parts and tool-call arguments."""
-        parts: list[str] = []
-        if isinstance(self.content, str):
-            parts.append(self.content)
-        elif isinstance(self.content, list):
-            parts.extend(str(p.get("text", "")) for p in self.content if isinstance(p, dict) and p.get("type") == "text")
-        calls = (self.model_extra or {}).get("tool_calls") or []
-        for call in calls if isinstance(calls, list) else [calls]:
-            fn = call.get("function") if isinstance(call, dict) else call
-            if isinstance(fn, dict):
-                parts.append(f"[tool call {fn.get('name', '?')}] {fn.get('arguments', '')}")
-            else:  # a malformed call is still content: judge it as it came
-                parts.append(f"[tool call] {fn}")
-        return "\n".join(p for p in parts if p)
+        """Everything in the message a judge should read (guard.fields: content, tool and function
+        calls, refusal, reasoning, and any unknown field that holds text)."""
+        from guard.fields import message_text
+
+        return message_text({"content": self.content, **(self.model_extra or {})})
 
 
 class ChatRequest(BaseModel):
@@ -62,22 +52,21 @@ class ChatRequest(BaseModel):
 
     messages: list[Message] = Field(min_length=1)
     model: str | None = None
-    stream: bool = False
+    stream: bool | None = False  # clients send ``"stream": null``: not streamed
+
+    @property
+    def streamed(self) -> bool:
+        return bool(self.stream)
 
     def upstream_body(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True, exclude={"stream"} if not self.stream else set())
 
 
 def response_text(response: dict[str, Any]) -> str:
-    """The judged content of an OpenAI chat.completion: message text and tool-call arguments."""
-    texts = []
-    for choice in response.get("choices") or []:
-        msg = choice.get("message") or {}
-        try:
-            texts.append(Message.model_validate(msg if "role" in msg else {"role": "assistant", **msg}).text())
-        except Exception:  # a malformed upstream message is judged as its raw JSON
-            texts.append(json.dumps(msg))
-    return "\n".join(t for t in texts if t)
+    """The judged text of an OpenAI chat.completion, all choices (guard.fields.choice_texts per choice)."""
+    from guard.fields import choice_texts
+
+    return "\n".join(t for t in choice_texts(response) if t)
 
 
 # --------------------------------------------------------------------------- the spec

@@ -1,10 +1,11 @@
 """The guarded model. ``OpenAIUpstream`` speaks to any OpenAI-compatible server over one shared
-aiohttp session (DESIGN §6: the lean path; httpx was 4-8x slower under load). Other providers go
+aiohttp session (the lean path: httpx was 4-8x slower under load, see docs/server.md). Other providers go
 through ``LiteLLMUpstream``; a user's own function through ``FunctionUpstream`` (the decorator)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import inspect
 import json
@@ -30,14 +31,26 @@ class SSEChunk(dict):
 
 
 class OpenAIUpstream:
+    """An OpenAI-compatible server. Only the operator steers it: the URL and the key are the
+    constructor's, and the only headers sent are content-type and authorization (a client's body is
+    forwarded as bytes, never read for routing). Faults get distinct errors (docs/server.md):
+
+    - ``timeout_s``: a total deadline for a non-streamed call (headers and body);
+    - ``idle_timeout_s``: the longest wait between two stream events (and for a stream's headers);
+    - ``pool_timeout_s``: the longest wait for one of ``max_connections`` connections (503, its own message);
+    - a body that is not a JSON object, a malformed stream event, a stream that ends without ``[DONE]``: 502.
+    """
+
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 120.0,
-                 connect_timeout_s: float = 10.0, max_connections: int = 256):
+                 connect_timeout_s: float = 10.0, max_connections: int = 256, idle_timeout_s: float | None = None,
+                 pool_timeout_s: float = 30.0):
         self.base_url = base_url.rstrip("/")
         self.name = f"openai-compatible:{self.base_url}"
         self._api_key, self.timeout_s, self.connect_timeout_s = api_key, timeout_s, connect_timeout_s
-        self.max_connections = max_connections
-        self._pool: dict[str, Any] = {}  # the aiohttp session, created on first use inside the running loop;
-        # a dict so that copies made by ``with_key`` share one connection pool
+        self.idle_timeout_s = idle_timeout_s or timeout_s
+        self.pool_timeout_s, self.max_connections = pool_timeout_s, max_connections
+        self._pool: dict[str, Any] = {}  # the aiohttp session and the connection slots, created on first use
+        # inside the running loop; a dict so that copies made by ``with_key`` share one pool
 
     def with_key(self, api_key: str | None) -> OpenAIUpstream:
         """The same upstream and connection pool, sending another key (a client's own, forwarded)."""
@@ -48,11 +61,10 @@ class OpenAIUpstream:
     def __repr__(self) -> str:
         return f"OpenAIUpstream({self.base_url!r})"  # never the key
 
-    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         h = {"content-type": "application/json"}
         if self._api_key:
             h["authorization"] = f"Bearer {self._api_key}"
-        h.update(extra or {})
         return h
 
     async def session(self):
@@ -60,15 +72,31 @@ class OpenAIUpstream:
 
         session = self._pool.get("session")
         if session is None or session.closed:
+            # no aiohttp deadline: ours are below (aiohttp's 'connect' would count the pool wait)
             session = self._pool["session"] = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_connections),
-                timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout_s, sock_read=self.timeout_s))
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s))
+            self._pool["slots"] = asyncio.Semaphore(self.max_connections)
         return session
 
     async def close(self) -> None:
         session = self._pool.pop("session", None)
         if session is not None and not session.closed:
             await session.close()
+
+    @contextlib.asynccontextmanager
+    async def _slot(self):
+        """One of ``max_connections``: waiting for it has its own limit and its own error."""
+        slots = self._pool["slots"]
+        try:
+            await asyncio.wait_for(slots.acquire(), self.pool_timeout_s)
+        except asyncio.TimeoutError:
+            raise UpstreamError(f"all {self.max_connections} upstream connections stayed busy for "
+                                f"{self.pool_timeout_s:g}s", status=503, code="upstream_busy") from None
+        try:
+            yield
+        finally:
+            slots.release()
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         return (await self.complete_raw(body))[0]
@@ -79,60 +107,108 @@ class OpenAIUpstream:
         import aiohttp
 
         session = await self.session()
-        try:
-            async with session.post(f"{self.base_url}/chat/completions", data=data or json.dumps(body),
-                                    headers=self._headers()) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise UpstreamError(f"upstream returned {resp.status}", status=resp.status, body=raw,
-                                        headers={"content-type": resp.headers.get("content-type", "application/json")})
-                try:
-                    return json.loads(raw), raw
-                except ValueError:
-                    raise UpstreamError("upstream returned invalid JSON", status=502, body=raw[:2000]) from None
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            raise UpstreamTimeout(f"upstream did not answer within {self.timeout_s:g}s") from None
-        except aiohttp.ClientError as e:
-            raise UpstreamError(f"upstream unreachable: {type(e).__name__}", status=502) from None
+        async with self._slot():
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    async with session.post(f"{self.base_url}/chat/completions", data=data or json.dumps(body),
+                                            headers=self._headers()) as resp:
+                        raw = await resp.read()
+                        status, ctype = resp.status, resp.headers.get("content-type", "")
+            except TimeoutError:
+                raise UpstreamTimeout(f"upstream did not answer within {self.timeout_s:g}s") from None
+            except aiohttp.ClientError as e:
+                raise UpstreamError(f"upstream unreachable or cut off: {type(e).__name__}", status=502) from None
+        parsed = _json_object(raw)
+        if status >= 400:  # the provider's own error when it is OpenAI-shaped; ours otherwise
+            if parsed is None:
+                raise UpstreamError(f"upstream returned HTTP {status} with a body that is not a JSON object "
+                                    f"({ctype or 'no content-type'})", status=status)
+            raise UpstreamError(f"upstream returned {status}", status=status, body=raw,
+                                headers={"content-type": "application/json"})
+        if parsed is None:
+            raise UpstreamError(f"upstream returned a body that is not a JSON object ({ctype or 'no content-type'})",
+                                status=502, code="upstream_invalid_response")
+        return parsed, raw
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Yield the upstream's SSE chunks as dicts (``[DONE]`` ends the iteration)."""
+        """Yield the upstream's SSE chunks as dicts; ``[DONE]`` ends the iteration, and anything else
+        that ends it (a malformed event, the connection closing first, silence) raises UpstreamError."""
         import aiohttp
 
         session = await self.session()
-        try:
-            async with session.post(f"{self.base_url}/chat/completions", data=json.dumps(body), headers=self._headers()) as resp:
-                if resp.status >= 400:
-                    raise UpstreamError(f"upstream returned {resp.status}", status=resp.status, body=await resp.read(),
-                                        headers={"content-type": resp.headers.get("content-type", "application/json")})
-                async for line in resp.content:
-                    line = line.strip()
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        return
-                    try:
-                        chunk = SSEChunk(json.loads(data))
-                    except ValueError:
-                        raise UpstreamError("upstream sent an invalid stream chunk", status=502) from None
-                    chunk.raw = data
-                    yield chunk
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            raise UpstreamTimeout(f"upstream stream stalled for {self.timeout_s:g}s") from None
-        except aiohttp.ClientError as e:
-            raise UpstreamError(f"upstream unreachable: {type(e).__name__}", status=502) from None
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s, sock_read=self.idle_timeout_s)
+        async with self._slot():
+            try:
+                async with session.post(f"{self.base_url}/chat/completions", data=json.dumps(body),
+                                        headers=self._headers(), timeout=timeout) as resp:
+                    if resp.status >= 400:
+                        raw = await resp.read()
+                        if _json_object(raw) is None:
+                            raise UpstreamError(f"upstream returned HTTP {resp.status} with a body that is not a "
+                                                "JSON object", status=resp.status)
+                        raise UpstreamError(f"upstream returned {resp.status}", status=resp.status, body=raw,
+                                            headers={"content-type": "application/json"})
+                    async for chunk in _sse_chunks(resp.content):
+                        yield chunk
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                raise UpstreamTimeout(f"upstream sent nothing for {self.idle_timeout_s:g}s") from None
+            except aiohttp.ClientError as e:
+                raise UpstreamError(f"upstream unreachable or cut off: {type(e).__name__}", status=502) from None
+            except ValueError:  # aiohttp: a line longer than its buffer
+                raise UpstreamError("upstream sent an oversized stream line", status=502) from None
 
     async def models(self) -> dict[str, Any]:
         session = await self.session()
-        async with session.get(f"{self.base_url}/models", headers=self._headers()) as resp:
+        async with asyncio.timeout(self.timeout_s), session.get(f"{self.base_url}/models", headers=self._headers()) as resp:
+            raw = await resp.read()
             if resp.status >= 400:
-                raise UpstreamError(f"upstream returned {resp.status}", status=resp.status, body=await resp.read())
-            return await resp.json()
+                raise UpstreamError(f"upstream returned {resp.status}", status=resp.status,
+                                    body=raw if _json_object(raw) is not None else None)
+            parsed = _json_object(raw)
+            if parsed is None:
+                raise UpstreamError("upstream /models is not a JSON object", status=502)
+            return parsed
+
+
+async def _sse_chunks(content) -> AsyncIterator[SSEChunk]:
+    async for line in content:
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return
+        parsed = _json_object(data)
+        if parsed is None:
+            raise UpstreamError("upstream sent a stream event that is not a JSON object", status=502)
+        chunk = SSEChunk(parsed)
+        chunk.raw = data
+        yield chunk
+    raise UpstreamError("upstream stream ended without [DONE]", status=502)
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# The OpenAI chat parameters a client may set for a litellm upstream (docs/security.md). Everything else,
+# litellm's routing and credentials above all (api_base, base_url, api_key, extra_headers, mock_response,
+# custom_llm_provider, ...), is the operator's alone and never taken from a request body.
+LITELLM_PARAMS = frozenset({
+    "messages", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens",
+    "n", "presence_penalty", "response_format", "seed", "stop", "stream_options", "temperature", "top_p", "tools",
+    "tool_choice", "parallel_tool_calls", "user", "functions", "function_call", "reasoning_effort", "modalities",
+    "prediction", "audio", "service_tier", "verbosity",
+})
 
 
 class LiteLLMUpstream:
-    """Any provider litellm reaches, by model string (imported lazily: about 4 s)."""
+    """Any provider litellm reaches, by model string (imported lazily: about 4 s). Only the
+    parameters in ``LITELLM_PARAMS`` are taken from a request."""
 
     def __init__(self, model: str, api_key: str | None = None, api_base: str | None = None, timeout_s: float = 120.0):
         self.model, self._api_key, self.api_base, self.timeout_s = model, api_key, api_base, timeout_s
@@ -142,7 +218,8 @@ class LiteLLMUpstream:
         return f"LiteLLMUpstream({self.model!r})"
 
     def _kwargs(self, body: dict[str, Any], stream: bool) -> dict[str, Any]:
-        kwargs = {**body, "model": self.model, "timeout": self.timeout_s, "num_retries": 0, "stream": stream}
+        kwargs = {k: v for k, v in body.items() if k in LITELLM_PARAMS}
+        kwargs |= {"model": self.model, "timeout": self.timeout_s, "num_retries": 0, "stream": stream}
         if self._api_key:
             kwargs["api_key"] = self._api_key
         if self.api_base:
@@ -154,7 +231,10 @@ class LiteLLMUpstream:
 
         litellm = _litellm()
         try:
-            resp = await litellm.acompletion(**self._kwargs(body, stream=False))
+            async with asyncio.timeout(self.timeout_s):
+                resp = await litellm.acompletion(**self._kwargs(body, stream=False))
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream did not answer within {self.timeout_s:g}s") from None
         except Exception as e:  # noqa: BLE001 - provider errors become ours
             raise _upstream_error(litellm, e) from None
         return resp.model_dump()

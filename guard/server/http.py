@@ -11,12 +11,12 @@ import time
 import secrets
 from typing import Any
 
-import structlog
+from guard.logs import get_logger
 from starlette.responses import Response
 
 from guard.metrics import GuardMetrics
 
-access = structlog.get_logger("guard.access")
+access = get_logger("guard.access")
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                 405: "invalid_request_error", 413: "invalid_request_error", 502: "upstream_error",

@@ -34,13 +34,32 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app, *, log_level: str = "warning"):
+def uvicorn_server(app, *, log_level: str = "warning", grace_s: float | None = None):
+    """A uvicorn server that drains for ``grace_s`` (default: the app's ``shutdown_grace_s``) on
+    SIGTERM and, shortly before the grace runs out, ends the streams still open with an error
+    event and ``[DONE]`` rather than cutting them mid-event."""
     import uvicorn
 
-    # uvloop and httptools when installed (they are dependencies): the lean path measured in DESIGN §6.
+    grace = grace_s if grace_s is not None else getattr(app, "shutdown_grace_s", 30.0)
+
+    class GuardServer(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            drain = getattr(app, "drain", None)
+            handle = None
+            if drain is not None:
+                cut_at = max(0.0, grace - 1.0) if grace >= 2.0 else grace / 2
+                handle = asyncio.get_running_loop().call_later(cut_at, drain.cut)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                if handle is not None:
+                    handle.cancel()
+
+    # uvloop and httptools when installed (they are dependencies): the lean path (docs/server.md).
+    # log_config=None: uvicorn's records go to the root logger, which guard.logs.configure renders as JSON.
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", log_level=log_level,
-                            timeout_graceful_shutdown=5, backlog=2048)
-    return uvicorn.Server(config)
+                            timeout_graceful_shutdown=grace, backlog=2048)
+    return GuardServer(config)
 
 
 def run(coro):
@@ -60,15 +79,15 @@ def base_url(sock: socket.socket) -> str:
 class ServerThread:
     """``with ServerThread(app) as s: OpenAI(base_url=s.base_url)`` - a real server on loopback."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
-        self.app, self.host, self.port = app, host, port
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, grace_s: float | None = None):
+        self.app, self.host, self.port, self.grace_s = app, host, port, grace_s
         self.server = None
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> ServerThread:
         self.sock = bind(self.host, self.port)
         self.base_url = base_url(self.sock)
-        self.server = uvicorn_server(self.app)
+        self.server = uvicorn_server(self.app, grace_s=self.grace_s)
         self._thread = threading.Thread(target=lambda: run(self.server.serve(sockets=[self.sock])),
                                         name="guard-serve", daemon=True)
         self._thread.start()
@@ -80,6 +99,13 @@ class ServerThread:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """What SIGTERM does to ``guard serve``: stop accepting, drain, cut what is left, exit."""
+        if self._thread is None:
+            return
         self.server.should_exit = True
-        self._thread.join(timeout=15)
+        self._thread.join(timeout=timeout + (self.grace_s if self.grace_s is not None else getattr(self.app, "shutdown_grace_s", 0)))
         self.sock.close()
+        self._thread = None
