@@ -69,6 +69,11 @@ class Reply:
     reasoning_tokens: int | None = None  # reported in usage.completion_tokens_details and counted in completion_tokens
     usage: dict[str, int] | None = None  # overrides the counted usage fields (total_tokens recomputed unless given)
     finish_reason: str | None = None  # default "tool_calls" when there are tool calls, else "stop"
+    message_extra: dict[str, Any] | None = None  # more fields of the message (streamed: a delta of their own),
+    # e.g. {"reasoning_content": "..."}, {"refusal": "..."}, {"function_call": {...}}
+    choices: list[str] | None = None  # n > 1: the content of each choice (overrides ``content``)
+    fault: str | None = None  # one of FAULTS: how this answer goes wrong on the wire
+    trickle_s: float = 0.2  # fault "trickle": the pause between bytes
 
     @classmethod
     def of(cls, value: Reply | dict[str, Any] | str) -> Reply:
@@ -78,6 +83,17 @@ class Reply:
         if isinstance(value, str):
             return cls(content=value)
         return cls(**value)
+
+
+FAULTS = {
+    "hang": "accept the request, never answer",
+    "trickle": "send a valid answer one byte every trickle_s",
+    "garbage": "answer 200 with an HTML page labelled application/json (streamed: 'data: 1' and noise)",
+    "early_end": "streamed: some chunks, then a clean close without finish_reason or [DONE]; "
+                 "not streamed: a JSON array instead of an object",
+    "mid_close": "send part of the answer, then drop the connection",
+    "short_body": "declare a Content-Length longer than the body sent, and keep the connection open",
+}
 
 
 @dataclass
@@ -337,6 +353,8 @@ class FakeOpenAIServer:
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         stream = bool(body.get("stream"))
+        if reply.fault is not None:
+            return await self._fault(request, reply, stream)
         if reply.raw_body is not None:
             ctype = "text/event-stream" if stream else "application/json"
             return web.Response(text=reply.raw_body, status=reply.status, content_type=ctype, headers=reply.headers)
@@ -357,13 +375,48 @@ class FakeOpenAIServer:
         if stream:
             return await self._stream(request, answer, reply, body)
         await asyncio.sleep(self.first_token_delay_s + count_words(content) * self.token_delay_s)
-        message: dict[str, Any] = {"role": "assistant", "content": content}
+        message: dict[str, Any] = {"role": "assistant", "content": content, **(reply.message_extra or {})}
         if calls:
             message["tool_calls"] = calls
+        choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish_reason}]
+        for i, text in enumerate(reply.choices or [], 1):
+            choices.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                            "finish_reason": "stop"})
         return web.json_response({
             "id": answer.id, "object": "chat.completion", "created": answer.created, "model": answer.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish_reason}],
-            "usage": answer.usage}, headers=reply.headers)
+            "choices": choices, "usage": answer.usage}, headers=reply.headers)
+
+    async def _fault(self, request: web.Request, reply: Reply, stream: bool) -> web.StreamResponse:
+        """Go wrong on the wire as ``reply.fault`` says (see FAULTS)."""
+        ok = ('{"id":"chatcmpl-fault","object":"chat.completion","created":1,"model":"fake-model","choices":[{"index":0,'
+              '"message":{"role":"assistant","content":"slow but fine"},"finish_reason":"stop"}]}')
+        chunk = ('data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+                 '"delta":{"content":"partial "},"finish_reason":null}]}\n\n')
+        ctype = "text/event-stream" if stream else "application/json"
+        if reply.fault == "hang":
+            await asyncio.sleep(3600)
+        if reply.fault == "garbage":
+            text = "data: 1\n\n" if stream else "<html><body><h1>502 Bad Gateway</h1></body></html>"
+            return web.Response(text=text, status=200, content_type=ctype)
+        if reply.fault == "early_end":
+            return web.Response(text=chunk * 3 if stream else "[1, 2, 3]", status=200, content_type=ctype)
+        body = (chunk * 3 + "data: [DONE]\n\n" if stream else ok).encode()
+        resp = web.StreamResponse(status=200, headers={"content-type": ctype})
+        if reply.fault == "short_body":
+            resp.content_length = len(body) + 100
+        await resp.prepare(request)
+        if reply.fault == "trickle":
+            for i in range(len(body)):
+                await resp.write(body[i:i + 1])
+                await asyncio.sleep(reply.trickle_s)
+            await resp.write_eof()
+            return resp
+        await resp.write(body[: len(body) // 2])
+        if reply.fault == "mid_close":
+            request.transport.close()
+            return resp
+        await asyncio.sleep(3600)  # short_body: the rest never comes
+        return resp
 
     def _usage(self, body: dict[str, Any], content: str | None, calls: list[dict[str, Any]] | None,
                reply: Reply) -> dict[str, Any]:
@@ -383,10 +436,10 @@ class FakeOpenAIServer:
         resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
                                            "cache-control": "no-cache", **(reply.headers or {})})
 
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None, index: int = 0) -> bytes:
             c: dict[str, Any] = {"id": answer.id, "object": "chat.completion.chunk", "created": answer.created,
                                  "model": answer.model,
-                                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+                                 "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
             if include_usage:
                 c["usage"] = None  # as OpenAI does: every chunk but the last carries usage: null
             return b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n"
@@ -404,6 +457,12 @@ class FakeOpenAIServer:
                 if self.token_delay_s:
                     await asyncio.sleep(max(0.0, start + i * self.token_delay_s - loop.time()))
                 await resp.write(chunk({"content": word}))
+            for key, value in (reply.message_extra or {}).items():  # e.g. reasoning, streamed word by word
+                for word in _WORD.findall(value) if isinstance(value, str) else [value]:
+                    await resp.write(chunk({key: word}))
+            for n, text in enumerate(reply.choices or [], 1):
+                for word in _WORD.findall(text):
+                    await resp.write(chunk({"content": word}, index=n))
             for i, call in enumerate(answer.tool_calls or []):
                 await resp.write(chunk({"tool_calls": [{"index": i, **call}]}))
             await resp.write(chunk({}, answer.finish_reason))
