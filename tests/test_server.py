@@ -407,3 +407,83 @@ def test_readyz_probes_an_llm_judge_and_says_when_it_is_unreachable(upstream):
     with guard_server(upstream.base_url, judge=LLMJudge("openai/fake-model", api_base="http://127.0.0.1:9/v1")) as server:
         r = httpx.get(server.base_url.removesuffix("/v1") + "/readyz")
     assert r.status_code == 503 and "unreachable" in r.json()["checks"]["judge"]
+
+
+# --------------------------------------------------------------------------- hostile input (issue: 500s where a 400 is due)
+
+
+def test_json_nested_thousands_deep_is_a_400_not_a_crash(offline):
+    for depth in (100, 5000):
+        body = b'{"messages": [{"role": "user", "content": "hi"}], "x": ' + b"[" * depth + b"]" * depth + b"}"
+        r = httpx.post(offline.base_url + "/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "too_deep"
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/guard/check", '{"messages": [{"role": "user", "content": "a \\ud800 b"}]}'),
+    ("/chat/completions", '{"messages": [{"role": "user", "content": "a \\udfff b"}]}'),
+    ("/chat/completions", '{"stream": true, "messages": [{"role": "user", "content": "\\ud800"}]}'),
+    ("/chat/completions", '{"model": "\\ud800", "messages": [{"role": "user", "content": "' + HARMFUL + '"}]}'),
+])
+def test_a_lone_surrogate_is_a_400_that_says_so(offline, route, body):
+    r = httpx.post(offline.base_url + route, content=body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_unicode"
+
+
+def test_a_paired_surrogate_escape_is_ordinary_text(upstream, offline):
+    upstream.script.push("fine")
+    body = json.dumps({"messages": [{"role": "user", "content": "smile \U0001F600"}]})  # ensure_ascii: \ud83d\ude00
+    assert "\\ud83d" in body
+    r = httpx.post(offline.base_url + "/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200
+
+
+def test_stream_null_means_not_streamed(upstream, offline):
+    upstream.script.push("plain answer")
+    r = httpx.post(offline.base_url + "/chat/completions",
+                   json={"model": "m", "stream": None, "messages": [{"role": "user", "content": "hello"}]})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "plain answer"
+
+
+def test_a_truncated_body_is_answered_400_after_the_read_timeout(upstream):
+    import socket
+
+    with guard_server(upstream.base_url, body_read_timeout_s=0.5) as server:
+        host, port = server.sock.getsockname()[:2]
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                      b"content-length: 1000\r\n\r\n{\"messages\": [")
+            t = time.monotonic()
+            answer = s.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 400") and "body_timeout" in answer and time.monotonic() - t < 5
+
+
+def test_a_client_disconnect_cancels_a_non_streamed_upstream_call(upstream, offline):
+    import socket
+
+    upstream.script.push(Reply(content="slow", delay_s=3))
+    before, hung_up = len(upstream.requests), upstream.disconnects
+    host, port = offline.base_url.split("//")[1].split("/")[0].split(":")
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "take your time"}]}'
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                  b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 5
+        while len(upstream.requests) == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+    t = time.monotonic()
+    cancelled = _wait_for_metric(offline, 'guard_http_requests_total{method="POST",route="/v1/chat/completions",status="499"}')
+    assert cancelled and time.monotonic() - t < 2  # not after the upstream's 3 s
+    deadline = time.monotonic() + 2
+    while upstream.disconnects == hung_up and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert upstream.disconnects == hung_up + 1  # the upstream saw its call cancelled
+
+
+def _wait_for_metric(server, line: str, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if line in httpx.get(server.base_url.removesuffix("/v1") + "/metrics").text:
+            return True
+        time.sleep(0.05)
+    return False

@@ -229,7 +229,7 @@ class FakeOpenAIServer:
         self.models, self.api_key = list(models), api_key
         self.host, self.port, self.max_recorded = host, port, max_recorded
         self.requests: list[Any] = []  # chat request bodies as received (dicts; the raw text if not JSON), oldest first
-        self.disconnects = 0  # streams whose client hung up before the end (a proxy cancelling its call)
+        self.disconnects = 0  # calls whose client hung up before the end (a proxy cancelling its call)
         self.completed_streams = 0
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -351,7 +351,11 @@ class FakeOpenAIServer:
 
         reply = await self.script.answer(body)
         if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
+            try:
+                await asyncio.sleep(reply.delay_s)
+            except asyncio.CancelledError:  # the client hung up while we "thought"
+                self.disconnects += 1
+                raise
         stream = bool(body.get("stream"))
         if reply.fault is not None:
             return await self._fault(request, reply, stream)
