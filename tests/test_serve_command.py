@@ -93,3 +93,41 @@ def test_guard_serve_process_guards_requests_and_stops_on_sigterm():
         done = next(json.loads(x) for x in logged.splitlines() if '"guard_request_done"' in x)
         assert done["status"] == 200 and done["path"] == "/v1/chat/completions" and done["decision"] == "allow"
         assert "sk-never-logged" not in logged and "Say hello" not in logged  # no secrets, no content by default
+        # one JSON object per line, ours and uvicorn's alike (the start-up banner is plain text, by design)
+        for x in logged.splitlines():
+            assert x.startswith("guard serve: listening") or isinstance(json.loads(x), dict), x
+        assert any(json.loads(x).get("logger", "").startswith("uvicorn") for x in logged.splitlines() if x.startswith("{"))
+
+
+def test_the_library_is_silent_unless_logging_is_configured():
+    code = ("from guard.pipeline import Guard; from guard.testing.judges import ScriptedJudge; "
+            "g = Guard.create(); g.check_sync([{'role': 'user', 'content': 'hello'}]); "
+            "Guard.create(judge=ScriptedJudge(fail='down')).check_sync('hi')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == "", (out.stdout, out.stderr)
+
+
+def test_configured_logging_renders_tracebacks_and_foreign_records_as_json_lines():
+    import io
+    import logging
+
+    from guard.logs import configure, get_logger
+
+    buf = io.StringIO()
+    configure(level="info", json=True, stream=buf)
+    try:
+        try:
+            raise ValueError("boom")
+        except ValueError as e:
+            get_logger("guard.server").error("guard_internal_error", exc_info=e)
+        logging.getLogger("uvicorn.error").exception("uvicorn failed", exc_info=RuntimeError("x"))
+        get_logger("guard").info("guard_request_done", decision="allow")
+    finally:
+        logging.getLogger().handlers[:] = [h for h in logging.getLogger().handlers if not getattr(h, "_guard", False)]
+        import structlog
+
+        structlog.reset_defaults()
+    lines = buf.getvalue().splitlines()
+    events = [json.loads(x) for x in lines]
+    assert len(lines) == 3 and [e["event"] for e in events] == ["guard_internal_error", "uvicorn failed", "guard_request_done"]
+    assert "ValueError" in json.dumps(events[0]) and events[1]["logger"] == "uvicorn.error" and events[2]["level"] == "info"
