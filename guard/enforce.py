@@ -1,5 +1,5 @@
 """Turn a verdict into what the caller receives. The guard carries the spec's style itself
-(docs/security.md, docs/policy-format.md): refusals are the cited section's refusal text, safe completions the judge's
+(DESIGN §1): refusals are the cited section's refusal text, safe completions the judge's
 rewrite or the section's own safe reply."""
 
 from __future__ import annotations
