@@ -170,9 +170,14 @@ def _extra_strings(obj: dict[str, Any], known: frozenset[str]) -> list[str]:
 def outgoing(obj: dict[str, Any], key: str, *, forward_reasoning: bool, unknown: UnknownFields) -> dict[str, Any] | None:
     """``obj`` (a chat.completion with ``key="message"``, or a chunk with ``key="delta"``) without the
     fields the client must not receive; None when nothing needs removing (send the original bytes)."""
+    choices = obj.get("choices")
+    if unknown == "judge":  # the common case: only reasoning can need removing (checked without copying)
+        if forward_reasoning or not any(isinstance(c, dict) and isinstance(m := c.get(key), dict) and
+                                        (REASONING[0] in m or REASONING[1] in m)
+                                        for c in (choices if isinstance(choices, list) else ())):
+            return None
     drop = set() if forward_reasoning else set(REASONING)
     changed = False
-    choices = obj.get("choices")
     new_choices = []
     for choice in choices if isinstance(choices, list) else []:
         msg = choice.get(key) if isinstance(choice, dict) else None

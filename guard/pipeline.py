@@ -70,12 +70,16 @@ class Guard:
         hashing and retrieval of a large text run on a worker thread, off the event loop."""
         t0 = self.clock()
         s = self.settings
-        size = len(draft) if stage == "output" and draft is not None else sum(len(m.text()) for m in messages)
+        texts = [m.text() for m in messages]
+        size = len(draft) if stage == "output" and draft is not None else sum(map(len, texts))
         if size > s.max_check_chars and s.oversize == "refuse":
             return self._oversize(stage, size, t0)
-        messages, draft = bounded(messages, draft, s.max_check_chars)
+        if size > s.max_check_chars or sum(map(len, texts)) > s.max_check_chars:
+            messages, draft = bounded(messages, draft, s.max_check_chars)
+            texts = [m.text() for m in messages]
         big = size > _OFF_LOOP_CHARS
-        key = await asyncio.to_thread(self._key, stage, messages, draft) if big else self._key(stage, messages, draft)
+        key = await asyncio.to_thread(self._key, stage, messages, texts, draft) if big else \
+            self._key(stage, messages, texts, draft)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.metrics.child(self.metrics.cache, "hit").inc()
             verdict = hit.model_copy(update={"cache_hit": True, "usage": Usage(), "cost": Cost(usd=0.0),
@@ -99,8 +103,9 @@ class Guard:
         self._count(verdict)
         return verdict
 
-    def _key(self, stage: Stage, messages: list[Message], draft: str | None) -> str:
-        return cache_key(self.spec.version, stage, self.judge.name, [f"{m.role}:{m.text()}" for m in messages] + [draft or ""])
+    def _key(self, stage: Stage, messages: list[Message], texts: list[str], draft: str | None) -> str:
+        return cache_key(self.spec.version, stage, self.judge.name,
+                         [f"{m.role}:{t}" for m, t in zip(messages, texts)] + [draft or ""])
 
     def _case(self, stage: Stage, messages: list[Message], draft: str | None) -> Case:
         query = query_text(messages, draft)
@@ -202,15 +207,16 @@ class Guard:
         timings.append(StageTiming(stage="upstream", ms=upstream_ms))
 
         # output stage over every choice of the draft
+        drafts = choice_texts(response, self.settings.unknown_fields)
         if "output" in self.settings.stages:
-            verdicts += await self.check_output(req.messages, choice_texts(response, self.settings.unknown_fields))
+            verdicts += await self.check_output(req.messages, drafts)
             timings.append(StageTiming(stage="output", ms=max(v.latency_ms for v in verdicts if v.stage == "output")))
         final = decisive(verdicts)
         if final is None or final.decision is Decision.allow or self.shadow:  # the draft goes out (minus reasoning)
             out = outgoing(response, "message", forward_reasoning=self.settings.forward_reasoning,
                            unknown=self.settings.unknown_fields)
             return self.record(rid, t0, verdicts, final, response=response if out is None else out,
-                               text=response_text(response), upstream_called=True, upstream_response=response,
+                               text="\n".join(d for d in drafts if d), upstream_called=True, upstream_response=response,
                                timings=timings, model=req.model)
         return self.record(rid, t0, verdicts, final, response=self.replacement(final, req, rid, response),
                            upstream_called=True, upstream_response=response, timings=timings, model=req.model)

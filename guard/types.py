@@ -40,9 +40,12 @@ class Message(BaseModel):
     def text(self) -> str:
         """Everything in the message a judge should read (guard.fields: content, tool and function
         calls, refusal, reasoning, and any unknown field that holds text)."""
+        extra = self.model_extra
+        if not extra and isinstance(self.content, str):  # the common case, without building a dict
+            return self.content
         from guard.fields import message_text
 
-        return message_text({"content": self.content, **(self.model_extra or {})})
+        return message_text({"content": self.content, **(extra or {})})
 
 
 class ChatRequest(BaseModel):

@@ -14,7 +14,7 @@ from guard.server.config import load_config
 from guard.server.run import ServerThread
 from guard.testing.fake_openai import FakeOpenAIServer
 
-N = 500
+N = 500  # marked slow (about 20 s); still run in CI
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,7 @@ def target():
 counted: list[int] = []
 
 
+@pytest.mark.slow
 @settings(max_examples=N, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(req=request)
@@ -39,5 +40,6 @@ def test_no_request_gets_a_5xx_or_a_non_openai_error(target, req):
     assert problem(r) is None, (req, problem(r))
 
 
+@pytest.mark.slow
 def test_the_fuzz_run_sent_at_least_500_requests_across_statuses():
     assert len(counted) >= N and len(set(counted)) >= 3
