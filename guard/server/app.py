@@ -102,7 +102,8 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
     app.state.upstream_for, app.state.drain = upstream_chooser(upstream, config), Drain()
     guard.log_results = False  # the middleware logs one event per request, with the result's summary merged in
     http = GuardHTTP(app, api_keys=[k.get_secret_value() for k in config.api_keys], max_body_bytes=config.max_body_bytes,
-                     metrics=guard.metrics, access_log=config.access_log, log_content=config.log_content)
+                     metrics=guard.metrics, access_log=config.access_log, log_content=config.log_content,
+                     routes=tuple(r.path for r in app.routes))
     http.drain, http.shutdown_grace_s = app.state.drain, config.shutdown_grace_s
     return http
 

@@ -23,7 +23,6 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: 
                 503: "service_unavailable", 504: "timeout"}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-ROUTES = ("/v1/chat/completions", "/v1/models", "/v1/guard/check", "/healthz", "/readyz", "/metrics")
 
 
 class HTTPError(Exception):
@@ -50,8 +49,9 @@ class GuardHTTP:
     """Request id, client authentication on /v1/*, body-size limit by Content-Length, metrics, access log."""
 
     def __init__(self, app, *, api_keys: list[str], max_body_bytes: int, metrics: GuardMetrics, access_log: bool,
-                 log_content: bool = False):
+                 log_content: bool = False, routes: tuple[str, ...] = ()):
         self.app, self.keys, self.max_body = app, [k.encode() for k in api_keys], max_body_bytes
+        self.routes = frozenset(routes)  # metric labels: known paths, everything else is "other" (bounded)
         self.metrics, self.access_log, self.log_content = metrics, access_log, log_content
 
     async def __call__(self, scope, receive, send):
@@ -80,7 +80,7 @@ class GuardHTTP:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
-            route = path if path in ROUTES else "other"
+            route = path if path in self.routes else "other"
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"  # bounded label values
             ms = (time.perf_counter() - t0) * 1000
             m = self.metrics
