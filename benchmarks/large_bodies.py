@@ -62,8 +62,8 @@ def p(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
-def run_setup(upstream: str, oversize: str, messages: int, mb: float) -> str:
-    env = {**os.environ, "GUARD_OVERSIZE": oversize, "GUARD_ACCESS_LOG": "false"}
+def run_setup(upstream: str, oversize: str, messages: int, mb: float, judge: str, idle_s: float = 4.0) -> str:
+    env = {**os.environ, "GUARD_OVERSIZE": oversize, "GUARD_ACCESS_LOG": "false", "GUARD_JUDGE": judge}
     proc = subprocess.Popen([sys.executable, "-m", "guard.cli", "serve", "--port", "0", "--upstream", upstream,
                              "--log-level", "warning"], stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -82,7 +82,7 @@ def run_setup(upstream: str, oversize: str, messages: int, mb: float) -> str:
         mark = multiprocessing.Value("i", 0)
         poller = multiprocessing.Process(target=poll, args=(base, stop, mark, results))
         poller.start()
-        time.sleep(1.5)
+        time.sleep(idle_s)  # the machine's own noise, measured the same way
         statuses: list[int] = []
         peak = [ready]
 
@@ -108,9 +108,9 @@ def run_setup(upstream: str, oversize: str, messages: int, mb: float) -> str:
         poller.join()
         time.sleep(2.0)
         after = rss_mb(proc.pid)
-        return (f"oversize={oversize:8s} {messages} x {mb:g} MB in {took:5.1f}s statuses {sorted(set(statuses))}: "
+        return (f"judge={judge} oversize={oversize:8s} {messages} x {mb:g} MB in {took:5.1f}s statuses {sorted(set(statuses))}: "
                 f"/healthz p50 {statistics.median(busy):.1f} ms p99 {p(busy, 0.99):.1f} ms max {max(busy):.1f} ms "
-                f"(idle p99 {p(idle, 0.99):.1f} ms, n={len(busy)}); RSS ready {ready:.0f} MB, peak {peak[0]:.0f} MB, "
+                f"(n={len(busy)}; idle: p99 {p(idle, 0.99):.1f} ms max {max(idle):.1f} ms n={len(idle)}); RSS ready {ready:.0f} MB, peak {peak[0]:.0f} MB, "
                 f"2 s after {after:.0f} MB")
     finally:
         proc.terminate()
@@ -122,10 +122,11 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=10)
     ap.add_argument("--mb", type=float, default=4.0)
     ap.add_argument("--oversize", nargs="*", default=["refuse", "truncate"])
+    ap.add_argument("--judge", default="offline", help="offline (MiniLM), offline:precedent (TF-IDF), ...")
     a = ap.parse_args()
     with FakeOpenAIServer(reply_words=50) as up:
         for mode in a.oversize:
-            print(run_setup(up.base_url, mode, a.messages, a.mb), flush=True)
+            print(run_setup(up.base_url, mode, a.messages, a.mb, a.judge), flush=True)
 
 
 if __name__ == "__main__":
