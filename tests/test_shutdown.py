@@ -65,3 +65,19 @@ def test_shutdown_lets_a_request_that_finishes_within_the_grace_complete():
         server.stop()
         t.join(timeout=10)
     assert out and out[0].endswith("data: [DONE]\n\n") and '"error"' not in out[0] and '"finish_reason":"stop"' in out[0]
+
+
+def test_a_non_streamed_request_cut_by_shutdown_gets_a_503_error():
+    from guard.testing.fake_openai import Reply
+
+    with FakeOpenAIServer(Script().push(Reply(content="too late", delay_s=10))) as up:
+        config = load_config(env={}, flags={"upstream": up.base_url, "access_log": False, "shutdown_grace_s": 1.0})
+        server = ServerThread(create_app(config, guard=Guard.create(config, judge=ScriptedJudge()))).__enter__()
+        out: list[httpx.Response] = []
+        t = threading.Thread(target=lambda: out.append(httpx.post(server.base_url + "/chat/completions", timeout=30, json={
+            "model": "m", "messages": [{"role": "user", "content": "hi"}]})))
+        t.start()
+        time.sleep(0.3)
+        server.stop()
+        t.join(timeout=10)
+    assert out and out[0].status_code == 503 and out[0].json()["error"]["code"] == "shutting_down"

@@ -59,22 +59,27 @@ def make_upstream(config: ServeConfig):
 
 
 class Drain:
-    """The streams in flight, so that a shutdown that must cut them ends each with an error event and
-    ``[DONE]`` (guard.server.run cuts them shortly before ``shutdown_grace_s`` runs out)."""
+    """The requests in flight, so that a shutdown that must cut them still answers: streams end with
+    an error event and ``[DONE]``, other requests get a 503 (guard.server.run cuts them shortly
+    before ``shutdown_grace_s`` runs out)."""
 
     message = "The guard is shutting down; this stream was cut. Retry the request."
 
     def __init__(self):
-        self.streams: set[Any] = set()
+        self.streams: set[Any] = set()  # GuardedStreams being sent
+        self.tasks: set[asyncio.Future] = set()  # non-streamed requests in the pipeline (answered 503 when cut)
         self.cutting = False
 
     def cut(self) -> int:
         self.cutting = True
+        n = len(self.streams) + len(self.tasks)
         for gs in list(self.streams):
             gs.abort(self.message)
-        if self.streams:
-            log.warning("guard_streams_cut_on_shutdown", streams=len(self.streams))
-        return len(self.streams)
+        for task in list(self.tasks):
+            task.cancel()
+        if n:
+            log.warning("guard_requests_cut_on_shutdown", streams=len(self.streams), requests=len(self.tasks))
+        return n
 
 
 def upstream_chooser(upstream, config: ServeConfig):

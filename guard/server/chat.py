@@ -44,7 +44,9 @@ async def chat_completions(request: Request) -> Response:
         result = await until_disconnect(request, state.guard.complete(req, keep, body=body, request_id=rid))
     except UpstreamError as e:
         return upstream_error(e)
-    if result is None:  # the client went away: the upstream call was cancelled with it
+    if result is None:  # the client went away (the upstream call was cancelled with it), or a shutdown cut it
+        if state.drain.cutting:
+            return error_response(503, state.drain.message, code="shutting_down")
         return Response(status_code=499)
     request.scope["state"]["guard_result"] = result
     headers = guard_headers(result)
@@ -58,9 +60,12 @@ async def until_disconnect(request: Request, work):
     for) and return None."""
     task = asyncio.ensure_future(work)
     watch = asyncio.ensure_future(_disconnected(request))
+    drain = request.app.state.drain
+    drain.tasks.add(task)  # a shutdown that must cut it cancels it
     try:
         await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        drain.tasks.discard(task)
         for f in (watch, task):
             if not f.done():
                 f.cancel()
