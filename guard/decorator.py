@@ -239,6 +239,20 @@ class FunctionUpstream:
         if not _is_stream(out):
             raise TypeError(f"{self.name} was expected to stream but returned {type(out).__name__}")
         self.kind = "stream"
+        async for c in IteratorUpstream(out, self.name).stream(body):
+            yield c
+
+
+class IteratorUpstream:
+    """A stream someone else opened (a function's openai Stream, LiteLLM's response iterator), as
+    the upstream of a GuardedStream: chunks become dicts for the guard, each remembering its
+    original object (``chunk.original``) so that what is released is the object itself."""
+
+    def __init__(self, chunks: Any, name: str = "iterator"):
+        self.chunks, self.name = chunks, name
+
+    async def stream(self, body: dict[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
+        out = self.chunks
         try:
             if hasattr(out, "__aiter__"):
                 async for c in out:
@@ -248,7 +262,7 @@ class FunctionUpstream:
                 while (c := await asyncio.to_thread(next, out, end)) is not end:
                     yield _wrap(c)
         finally:
-            close = getattr(out, "close", None)  # stop the model when the guard stops reading
+            close = getattr(out, "aclose", None) or getattr(out, "close", None)  # stop the model when the guard stops
             if close is not None:
                 res = close()
                 if inspect.isawaitable(res):
@@ -256,7 +270,7 @@ class FunctionUpstream:
 
 
 def _wrap(c: Any) -> _Chunk:
-    d = _Chunk(c if isinstance(c, dict) else c.model_dump())
+    d = _Chunk(c if isinstance(c, dict) else c.model_dump(exclude_none=True))
     d.original = c
     return d
 
