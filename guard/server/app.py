@@ -2,6 +2,7 @@
 
     POST /v1/chat/completions   guarded chat (JSON or SSE streaming)
     GET  /v1/models             the upstream's list (or the configured models)
+    POST /v1/responses          guarded Responses API (guard.server.responses)
     POST /v1/guard/check        check only: a conversation (and a response) in, a verdict out
     GET  /healthz  /readyz  /metrics
 
@@ -211,8 +212,11 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
         if hasattr(upstream, "close"):
             await upstream.close()
 
+    from guard.server.responses import responses  # imports this module's helpers: loaded after them
+
     app = Starlette(routes=[
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/guard/check", check, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -221,6 +225,7 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
     ], exception_handlers={HTTPError: on_http_error, HTTPException: on_starlette_error, Exception: on_crash},
         lifespan=lifespan)
     app.state.guard = guard
+    app.state.config, app.state.upstream_for = config, upstream_for  # read by module-level endpoints
     guard.log_results = False  # the middleware logs one event per request, with the result's summary merged in
     return GuardHTTP(app, api_keys=[k.get_secret_value() for k in config.api_keys], max_body_bytes=config.max_body_bytes,
                      metrics=guard.metrics, access_log=config.access_log, log_content=config.log_content)

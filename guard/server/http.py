@@ -23,7 +23,7 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: 
                 503: "service_unavailable", 504: "timeout"}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-ROUTES = ("/v1/chat/completions", "/v1/models", "/v1/guard/check", "/healthz", "/readyz", "/metrics")
+ROUTES = ("/v1/chat/completions", "/v1/responses", "/v1/models", "/v1/guard/check", "/healthz", "/readyz", "/metrics")
 
 
 class HTTPError(Exception):
