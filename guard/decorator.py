@@ -55,83 +55,91 @@ def guarded(guard: Guard | None = None, *, on_refuse: Literal["raise", "return"]
         raise ValueError(f"returns= must be 'text', 'dict', 'stream' or a model class, not {returns!r}")
 
     def decorate(fn: Callable) -> Callable:
-        declared = hinted if returns is not None else _annotated_kind(fn)
-        seen: dict[str, Kind] = {}  # the kind fn returned last time
-
-        def kind_for(kwargs: dict[str, Any]) -> Kind:
-            if declared is not None:
-                return declared
-            if kwargs.get("stream") is True:
-                return "stream"
-            return seen.get("kind", "text")
-
-        async def run(args: tuple, kwargs: dict[str, Any]) -> Any:
-            upstream = FunctionUpstream(fn, args, kwargs)
-            if upstream.messages is None:
-                raise TypeError(f"{upstream.name} must take the messages as its first argument or as messages=")
-            req = ChatRequest.model_validate({"messages": upstream.messages, "model": kwargs.get("model")})
-            if kind_for(kwargs) == "stream":
-                gs = GuardedStream(g, req, upstream, **windows)
-                await gs.start()
-                if gs.input_verdict is not None and _raises(gs.input_verdict.decision, g, on_refuse) \
-                        and not upstream.called:
-                    async for _ in gs:  # completes the record (and its log event)
-                        pass
-                    raise GuardRefused(gs.result)
-                return gs, upstream
-            result = await g.complete(req, upstream=upstream)
-            if upstream.called:
-                seen["kind"] = upstream.kind
-            if result.enforced and result.decision is Decision.refuse and on_refuse == "raise":
-                raise GuardRefused(result)
-            return deliver(result, upstream, kind_for(kwargs))
-
-        def deliver(result: GuardResult, upstream: FunctionUpstream, kind: Kind) -> Any:
-            if upstream.called and not result.enforced:
-                return upstream.returned  # allowed: the function's own object
-            kind = upstream.kind if upstream.called else kind
-            if kind == "text":
-                return result.text
-            if kind == "dict":
-                return result.response
-            return kind.model_validate(result.response)
-
+        call = _GuardedCall(g, fn, hinted if returns is not None else _annotated_kind(fn), on_refuse, windows)
         if _is_async(fn):
             @functools.wraps(fn)
             async def async_wrapper(*args, **kwargs):
-                out = await run(args, kwargs)
-                if isinstance(out, tuple):
-                    return AsyncGuardedChunks(*out, raise_refusal=on_refuse == "raise")
-                return out
-            async_wrapper.guard = g  # type: ignore[attr-defined]
-            return async_wrapper
-
-        @functools.wraps(fn)
-        def sync_wrapper(*args, **kwargs):
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                pass
-            else:
-                raise RuntimeError("a sync @guarded function was called inside a running event loop; define it with async def")
-            loop = asyncio.new_event_loop()
-            try:
-                out = loop.run_until_complete(run(args, kwargs))
-            except BaseException:
-                loop.close()
-                raise
-            if isinstance(out, tuple):  # the loop lives on with the stream, which closes it
-                return GuardedChunks(loop, *out, raise_refusal=on_refuse == "raise")
-            loop.close()
-            return out
-        sync_wrapper.guard = g  # type: ignore[attr-defined]
-        return sync_wrapper
+                out = await call.run(args, kwargs)
+                return AsyncGuardedChunks(*out, raise_refusal=call.raises) if isinstance(out, tuple) else out
+            wrapper = async_wrapper
+        else:
+            @functools.wraps(fn)
+            def sync_wrapper(*args, **kwargs):
+                return call.run_sync(args, kwargs)
+            wrapper = sync_wrapper
+        wrapper.guard = g  # type: ignore[attr-defined]
+        return wrapper
 
     return decorate
 
 
-def _raises(decision: Decision, g: Guard, on_refuse: str) -> bool:
-    return decision is Decision.refuse and g.settings.mode == "enforce" and on_refuse == "raise"
+class _GuardedCall:
+    """One decorated function: runs each call through the pipeline and answers in the function's type."""
+
+    def __init__(self, g: Guard, fn: Callable, declared: Kind, on_refuse: str, windows: dict[str, int]):
+        self.g, self.fn, self.declared, self.windows = g, fn, declared, windows
+        self.raises = on_refuse == "raise"
+        self.seen: Kind = None  # the kind fn returned last time
+
+    def kind_for(self, kwargs: dict[str, Any]) -> Kind:
+        if self.declared is not None:
+            return self.declared
+        if kwargs.get("stream") is True:
+            return "stream"
+        return self.seen or "text"
+
+    async def run(self, args: tuple, kwargs: dict[str, Any]) -> Any:
+        """The answer; for a stream, the started GuardedStream and its upstream (wrapped by the caller)."""
+        upstream = FunctionUpstream(self.fn, args, kwargs)
+        if upstream.messages is None:
+            raise TypeError(f"{upstream.name} must take the messages as its first argument or as messages=")
+        req = ChatRequest.model_validate({"messages": upstream.messages, "model": kwargs.get("model")})
+        if self.kind_for(kwargs) == "stream":
+            gs = GuardedStream(self.g, req, upstream, **self.windows)
+            await gs.start()
+            if not upstream.called and gs.input_verdict is not None and self._raise_on(gs.input_verdict.decision):
+                async for _ in gs:  # completes the record (and its log event)
+                    pass
+                raise GuardRefused(gs.result)
+            return gs, upstream
+        result = await self.g.complete(req, upstream=upstream)
+        if upstream.called:
+            self.seen = upstream.kind
+        if result.enforced and self._raise_on(result.decision):
+            raise GuardRefused(result)
+        return self.deliver(result, upstream, self.kind_for(kwargs))
+
+    def _raise_on(self, decision: Decision) -> bool:
+        return self.raises and decision is Decision.refuse and self.g.settings.mode == "enforce"
+
+    @staticmethod
+    def deliver(result: GuardResult, upstream: FunctionUpstream, kind: Kind) -> Any:
+        if upstream.called and not result.enforced:
+            return upstream.returned  # allowed: the function's own object
+        kind = upstream.kind if upstream.called else kind
+        if kind == "text":
+            return result.text
+        if kind == "dict":
+            return result.response
+        return kind.model_validate(result.response)
+
+    def run_sync(self, args: tuple, kwargs: dict[str, Any]) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("a sync @guarded function was called inside a running event loop; define it with async def")
+        loop = asyncio.new_event_loop()
+        try:
+            out = loop.run_until_complete(self.run(args, kwargs))
+        except BaseException:
+            loop.close()
+            raise
+        if isinstance(out, tuple):  # the loop lives on with the stream, which closes it
+            return GuardedChunks(loop, *out, raise_refusal=self.raises)
+        loop.close()
+        return out
 
 
 # ---------------------------------------------------------------------- what the function returns
