@@ -17,13 +17,11 @@ import httpx
 import openai
 import pytest
 
-pytest.importorskip("fastapi", reason="the LiteLLM proxy extra (litellm[proxy]) is part of the test extra")
+from guard.testing.fake_openai import FakeOpenAIServer
+from guard.testing.judges import ScriptedJudge
 
-from litellm.integrations.custom_guardrail import ModifyResponseException  # noqa: E402
-from litellm.types.utils import Delta, ModelResponse, ModelResponseStream, StreamingChoices  # noqa: E402
-
-from guard.testing.fake_openai import FakeOpenAIServer  # noqa: E402
-from guard.testing.judges import ScriptedJudge  # noqa: E402
+# litellm is imported inside the tests, not at collection: importing it takes seconds, and other
+# tests check that the guard itself never imports it
 
 ROOT = Path(__file__).resolve().parent.parent
 ADAPTER = ROOT / "adapters" / "litellm"
@@ -53,12 +51,16 @@ def scripted_guardrail(adapter, **kw):
     return g
 
 
-def model_response(text: str) -> ModelResponse:
+def model_response(text: str):
+    from litellm.types.utils import ModelResponse
+
     return ModelResponse(model="fake-model", choices=[{"index": 0, "finish_reason": "stop",
                                                        "message": {"role": "assistant", "content": text}}])
 
 
 async def chunks(words: list[str]):
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
     yield ModelResponseStream(model="fake-model", choices=[StreamingChoices(index=0, delta=Delta(role="assistant", content=""))])
     for w in words:
         yield ModelResponseStream(model="fake-model", choices=[StreamingChoices(index=0, delta=Delta(content=w))])
@@ -100,6 +102,8 @@ def test_pre_call_blocks_with_a_400_naming_the_sections_and_the_refusal(adapter)
 
 
 def test_answer_mode_answers_with_the_refusal_instead(adapter):
+    from litellm.integrations.custom_guardrail import ModifyResponseException
+
     g = scripted_guardrail(adapter, guard_on_refuse="answer")
     with pytest.raises(ModifyResponseException) as e:
         asyncio.run(g.async_moderation_hook({"messages": [{"role": "user", "content": "BOOM"}]}, None, "acompletion"))
@@ -121,6 +125,8 @@ def test_post_call_blocks_a_harmful_answer(adapter):
 def test_stream_hook_releases_allowed_chunks_as_they_came(adapter):
     g = scripted_guardrail(adapter, guard_stream_first_window_chars=10)
     words = [f"word{i} " for i in range(30)]
+    from litellm.types.utils import ModelResponseStream
+
     out = collect(g, words)
     assert text_of(out) == "".join(words) and all(isinstance(c, ModelResponseStream) for c in out)
 
