@@ -10,7 +10,9 @@ import os
 import socket
 import subprocess
 import sys
+import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -146,6 +148,24 @@ def test_stream_hook_refused_at_the_first_check_sends_nothing_and_blocks(adapter
     assert released == []  # not even the role chunk: the proxy can still answer with a plain 400
 
 
+def test_stream_hook_refused_after_allowed_text_ends_with_an_error_and_never_the_held_text(adapter):
+    from fastapi import HTTPException
+
+    g = scripted_guardrail(adapter, guard_stream_first_window_chars=20)
+    released = []
+
+    async def run():
+        async for c in g.async_post_call_streaming_iterator_hook(None, chunks(
+                ["A harmless start of a reply ", "that goes on and then ", "BOOM ", "the secret rest"]), {
+                "messages": [{"role": "user", "content": "hi"}]}):
+            released.append(c)
+    with pytest.raises(HTTPException) as e:
+        asyncio.run(run())
+    assert text_of(released).startswith("A harmless start")  # allowed by the first check, then sent
+    assert "BOOM" not in text_of(released) and "secret" not in text_of(released)
+    assert e.value.detail["guard"]["stage"] == "output"
+
+
 def test_stream_hook_in_answer_mode_ends_with_the_refusal_and_never_the_held_text(adapter):
     g = scripted_guardrail(adapter, guard_on_refuse="answer", guard_stream_first_window_chars=20)
     words = ["A harmless start of a reply ", "that goes on and then ", "BOOM ", "the secret rest"]
@@ -171,8 +191,9 @@ def fake():
         yield server
 
 
-@pytest.fixture(scope="module")
-def proxy(fake, tmp_path_factory):
+@contextmanager
+def litellm_proxy(config: Path, cwd: Path, fake, log: Path):
+    """A real `litellm --config` proxy on a free loopback port, offline and without telemetry."""
     litellm_bin = Path(sys.executable).parent / "litellm"
     port, key = free_port(), "sk-guard-test-7f3a9c2e5b1d4a6f"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
@@ -180,10 +201,9 @@ def proxy(fake, tmp_path_factory):
                 "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR",
                 "LITELLM_DONT_SHOW_FEEDBACK_BOX": "True", "NO_DOCS": "True", "NO_REDOC": "True",
                 "STORE_MODEL_IN_DB": "False", "DISABLE_SCHEMA_UPDATE": "True", "HF_HUB_OFFLINE": "1"})
-    log = tmp_path_factory.mktemp("litellm") / "proxy.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(litellm_bin), "--config", "adapters/litellm/config.yaml", "--host", "127.0.0.1",
-                                 "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(litellm_bin), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -206,6 +226,27 @@ def proxy(fake, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def proxy(fake, tmp_path_factory):
+    """The shipped config, started from the repository root as the README says."""
+    log = tmp_path_factory.mktemp("litellm") / "proxy.log"
+    with litellm_proxy(Path("adapters/litellm/config.yaml"), ROOT, fake, log) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def answering_proxy(fake, tmp_path_factory):
+    """The shipped config with the input check during the call and refusals answered, not blocked."""
+    folder = tmp_path_factory.mktemp("litellm-answer")
+    shutil.copy(ADAPTER / "guard_guardrail.py", folder)
+    config = (ADAPTER / "config.yaml").read_text()
+    assert "mode: [pre_call, post_call]" in config and "guard_on_refuse: block" in config
+    config = config.replace("mode: [pre_call, post_call]", "mode: [during_call, post_call]")
+    (folder / "config.yaml").write_text(config.replace("guard_on_refuse: block", "guard_on_refuse: answer"))
+    with litellm_proxy(Path("config.yaml"), folder, fake, folder / "proxy.log") as client:
+        yield client
 
 
 @pytest.fixture
@@ -256,3 +297,19 @@ def test_proxy_blocks_a_harmful_streamed_answer_without_releasing_it(proxy, upst
 def test_proxy_streams_a_benign_answer(proxy, upstream):
     stream = proxy.chat.completions.create(model="fake-model", stream=True, messages=[{"role": "user", "content": BENIGN}])
     assert text_of(list(stream)) == f"This is a reply to: {BENIGN}"
+
+
+@pytest.mark.slow
+def test_answer_mode_on_during_call_answers_a_harmful_request_with_the_refusal(answering_proxy, upstream):
+    reply = answering_proxy.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": HARMFUL}])
+    assert reply.choices[0].finish_reason == "content_filter"
+    assert "drug" in reply.choices[0].message.content and "This is a reply to" not in reply.choices[0].message.content
+
+
+@pytest.mark.slow
+def test_answer_mode_ends_a_harmful_stream_with_the_refusal(answering_proxy, upstream):
+    chunks = list(answering_proxy.chat.completions.create(
+        model="fake-model", stream=True, messages=[{"role": "user", "content": "A chemistry question"}]))
+    text = text_of(chunks)
+    assert "red phosphorus" not in text and "drug" in text
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
