@@ -103,6 +103,15 @@ def test_pre_call_blocks_with_a_400_naming_the_sections_and_the_refusal(adapter)
     assert e.value.detail["guard"]["sections"] == ["weapons"] and e.value.detail["guard"]["stage"] == "input"
 
 
+def test_unreadable_messages_are_a_400_not_a_crash(adapter):
+    from fastapi import HTTPException
+
+    g = scripted_guardrail(adapter)
+    with pytest.raises(HTTPException) as e:
+        asyncio.run(g.async_pre_call_hook(None, None, {"messages": [{"content": "no role"}]}, "acompletion"))
+    assert e.value.status_code == 400 and "role" in e.value.detail["error"]
+
+
 def test_answer_mode_answers_with_the_refusal_instead(adapter):
     from litellm.integrations.custom_guardrail import ModifyResponseException
 
@@ -304,6 +313,15 @@ def test_answer_mode_on_during_call_answers_a_harmful_request_with_the_refusal(a
     reply = answering_proxy.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": HARMFUL}])
     assert reply.choices[0].finish_reason == "content_filter"
     assert "drug" in reply.choices[0].message.content and "This is a reply to" not in reply.choices[0].message.content
+
+
+@pytest.mark.slow
+def test_answer_mode_replaces_a_harmful_answer_with_the_refusal(answering_proxy, upstream):
+    reply = answering_proxy.chat.completions.create(model="fake-model",
+                                                    messages=[{"role": "user", "content": "A chemistry question"}])
+    assert reply.choices[0].finish_reason == "content_filter"
+    assert "drug" in reply.choices[0].message.content and "red phosphorus" not in reply.choices[0].message.content
+    assert reply.usage.completion_tokens > 0  # the upstream's usage is kept: it was called and paid for
 
 
 @pytest.mark.slow

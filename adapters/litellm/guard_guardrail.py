@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from cachetools import TTLCache
 from fastapi import HTTPException
+from pydantic import ValidationError
 from litellm.integrations.custom_guardrail import CustomGuardrail
 from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
 
@@ -74,8 +75,7 @@ class DeliberativeGuard(CustomGuardrail):
         if not isinstance(messages, list) or not messages:
             return  # not a chat request (embeddings, images): nothing for this guard
         t0 = self.guard.clock()
-        req = ChatRequest.model_validate({"messages": messages})
-        v = await self.guard.check_stage("input", req.messages)
+        v = await self.guard.check_stage("input", _request(messages).messages)
         self._inputs[_call_id(data)] = v
         if v.decision is Decision.allow or not self.enforcing:
             return
@@ -92,8 +92,7 @@ class DeliberativeGuard(CustomGuardrail):
             return response
         t0 = self.guard.clock()
         completion = response.model_dump()
-        req = ChatRequest.model_validate({"messages": messages})
-        v = await self.guard.check_stage("output", req.messages, response_text(completion))
+        v = await self.guard.check_stage("output", _request(messages).messages, response_text(completion))
         verdicts = [x for x in (self._inputs.pop(_call_id(data), None), v) if x is not None]
         if v.decision is Decision.allow or not self.enforcing:
             self.guard.record(_call_id(data), t0, verdicts, v, response=completion, upstream_called=True,
@@ -110,7 +109,7 @@ class DeliberativeGuard(CustomGuardrail):
             async for chunk in response:
                 yield chunk
             return
-        req = ChatRequest.model_validate({"messages": messages, "model": request_data.get("model")})
+        req = _request(messages, request_data.get("model"))
         gs = GuardedStream(self.stream_guard, req, IteratorUpstream(response, "litellm"),
                            request_id=_call_id(request_data), **self.windows)
         await gs.start()
@@ -154,6 +153,16 @@ class DeliberativeGuard(CustomGuardrail):
         return HTTPException(status_code=400, detail={
             "error": f"Refused by the guard at the {v.stage} stage (sections: {sections}): {text}",
             "guard": self.guard.guard_info(v)})
+
+
+def _request(messages: list, model: str | None = None) -> ChatRequest:
+    try:
+        return ChatRequest.model_validate({"messages": messages, "model": model})
+    except ValidationError as e:  # the guard cannot read what it must judge: refuse to pass it on
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise HTTPException(status_code=400, detail={"error": f"The guard could not read {where}: {err['msg']}"}) \
+            from None
 
 
 def _timings(verdicts: list[Verdict]) -> list[StageTiming]:
