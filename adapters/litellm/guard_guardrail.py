@@ -113,7 +113,8 @@ class DeliberativeGuard(CustomGuardrail):
         gs = GuardedStream(self.stream_guard, req, IteratorUpstream(response, "litellm"),
                            request_id=_call_id(request_data), **self.windows)
         await gs.start()
-        self._inputs.pop(_call_id(request_data), None)
+        if (v_in := self._inputs.pop(_call_id(request_data), None)) is not None:
+            gs.verdicts.insert(0, v_in)  # the stream's record (and its cost) includes the input check
         released = False
         head: list[Any] = []  # chunks without text, held until a check has allowed some text: a stream
         # refused at its first check then gets a plain HTTP 400 (the proxy waits for the first chunk)
