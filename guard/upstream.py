@@ -1,15 +1,14 @@
 """The guarded model. ``OpenAIUpstream`` speaks to any OpenAI-compatible server over one shared
 aiohttp session (the lean path: httpx was 4-8x slower under load, see docs/server.md). Other providers go
-through ``LiteLLMUpstream``; a user's own function through ``FunctionUpstream`` (the decorator)."""
+through ``LiteLLMUpstream``; a user's own function through ``guard.decorator.FunctionUpstream``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import copy
-import inspect
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from guard.errors import UpstreamError, UpstreamTimeout
@@ -256,38 +255,3 @@ def _upstream_error(litellm, e: Exception) -> UpstreamError:
     if isinstance(e, litellm.exceptions.Timeout):
         return UpstreamTimeout()
     return UpstreamError(f"upstream failed: {type(e).__name__}", status=getattr(e, "status_code", 502) or 502)
-
-
-class FunctionUpstream:
-    """The user's own model call, as wrapped by ``@guarded``: sync or async, text or completion."""
-
-    def __init__(self, fn: Callable[..., Any], kwargs: dict[str, Any] | None = None):
-        self.fn, self.kwargs = fn, kwargs or {}
-        self.name = f"function:{getattr(fn, '__qualname__', repr(fn))}"
-        self.called = False
-        self.returned_text = True  # whether fn returned plain text (the decorator answers in kind)
-
-    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        if _is_async(self.fn):
-            out = await self.fn(body["messages"], **self.kwargs)
-        else:
-            out = await asyncio.to_thread(self.fn, body["messages"], **self.kwargs)
-        self.called, self.returned_text = True, isinstance(out, str)
-        return as_completion(out, body.get("model"))
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
-
-
-def as_completion(out: Any, model: str | None = None) -> dict[str, Any]:
-    """Accept text, a chat.completion dict, or an object with ``model_dump()`` (openai/litellm)."""
-    if isinstance(out, str):
-        from guard.enforce import completion
-
-        return completion(out, model, "fn", "stop")
-    if hasattr(out, "model_dump"):
-        out = out.model_dump()
-    if isinstance(out, dict) and "choices" in out:
-        return out
-    raise TypeError(f"a guarded function must return text or an OpenAI-style chat completion, got {type(out).__name__}")

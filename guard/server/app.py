@@ -2,6 +2,7 @@
 
     POST /v1/chat/completions   guarded chat, JSON or SSE (guard.server.chat)
     GET  /v1/models             the upstream's list (or the configured models)
+    POST /v1/responses          guarded Responses API (guard.server.responses)
     POST /v1/guard/check        check only: a conversation (and a response) in, a verdict out
     GET  /healthz  /readyz  /metrics                            (guard.server.routes)
 
@@ -27,6 +28,7 @@ from guard.logs import get_logger
 from guard.pipeline import Guard
 from guard.server import routes
 from guard.server.chat import chat_completions
+from guard.server.responses import responses
 from guard.server.config import ServeConfig
 from guard.server.http import GuardHTTP, HTTPError, error_response
 from guard.upstream import LiteLLMUpstream, OpenAIUpstream
@@ -35,6 +37,7 @@ log = get_logger("guard.server")
 
 ROUTES = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/responses", responses, methods=["POST"]),
     Route("/v1/models", routes.models, methods=["GET"]),
     Route("/v1/guard/check", routes.check, methods=["POST"]),
     Route("/healthz", routes.healthz, methods=["GET"]),
