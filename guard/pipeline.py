@@ -77,7 +77,7 @@ class Guard:
         if size > s.max_check_chars or sum(map(len, texts)) > s.max_check_chars:
             messages, draft = bounded(messages, draft, s.max_check_chars)
             texts = [m.text() for m in messages]
-        big = size > _OFF_LOOP_CHARS
+        big = max(size, sum(map(len, texts))) > _OFF_LOOP_CHARS
         key = await asyncio.to_thread(self._key, stage, messages, texts, draft) if big else \
             self._key(stage, messages, texts, draft)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:

@@ -167,3 +167,50 @@ def test_upstream_errors_propagate_to_the_adapter():
 
     with pytest.raises(UpstreamError):
         run(make().complete({"messages": [{"role": "user", "content": BENIGN}]}, FunctionUpstream(broken)))
+
+
+# --------------------------------------------------------------------------- bounds and fields (docs/security.md)
+
+
+def test_text_beyond_max_check_chars_is_refused_unread_by_default():
+    from guard.testing.judges import ScriptedJudge
+
+    judge = ScriptedJudge()
+    guard = Guard.create(GuardSettings(max_check_chars=5000), judge=judge)
+    r = run(guard.check([{"role": "system", "content": "s" * 3000}, {"role": "user", "content": "u" * 3000}]))
+    v = r.verdicts[0]
+    assert r.decision is Decision.refuse and v.degraded and v.judge == "guard:size-limit" and "6000" in v.degraded_reason
+    assert judge.seen == []  # the judge never had to read it
+    assert b'reason="oversize"' in generate_latest(guard.metrics.registry)
+
+
+def test_oversize_truncate_judges_the_head_and_tail_within_the_bound():
+    from guard.testing.judges import ScriptedJudge
+
+    judge = ScriptedJudge({"TAIL-MARK": ("refuse", "weapons")})
+    guard = Guard.create(GuardSettings(max_check_chars=5000, oversize="truncate"), judge=judge)
+    text = "HEAD-MARK " + "filler " * 5000 + " TAIL-MARK"
+    r = run(guard.check([{"role": "user", "content": text}], response="x" * 20_000))
+    judged_input, judged_output = judge.seen[0][1], judge.seen[1][1]
+    assert len(judged_input) <= 5000 + 20 and "HEAD-MARK" in judged_input and "TAIL-MARK" in judged_input
+    assert len(judged_output) <= 5000 + 20
+    assert r.decision is Decision.refuse
+
+
+def test_reasoning_is_judged_and_removed_from_the_answer_unless_forwarded():
+    from guard.testing.judges import ScriptedJudge
+
+    class Reasoner:
+        name = "reasoner"
+
+        async def complete(self, body):
+            return {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+                {"index": 0, "finish_reason": "stop",
+                 "message": {"role": "assistant", "content": "4", "reasoning_content": "THINKING"}}]}
+
+    for forward in (False, True):
+        judge = ScriptedJudge()
+        guard = Guard.create(GuardSettings(forward_reasoning=forward), judge=judge)
+        r = run(guard.complete({"messages": [{"role": "user", "content": "2+2"}]}, Reasoner()))
+        assert any("THINKING" in t for stage, t in judge.seen if stage == "output")
+        assert ("reasoning_content" in r.response["choices"][0]["message"]) is forward

@@ -228,6 +228,13 @@ def test_unknown_fields_are_removed_with_unknown_fields_drop():
         r = post(server, {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     assert r.json()["choices"][0]["message"] == {"role": "assistant", "content": "ok"}
     assert "x_top" not in r.json()
+    sse = ('data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","x_top":"top secret","choices":'
+           '[{"index":0,"delta":{"content":"ok","x_note":"hidden"},"finish_reason":null}]}\n\n'
+           'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+           '[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+    with FakeOpenAIServer(Script().push(Reply(raw_body=sse))) as up, guard_server(up.base_url, unknown_fields="drop") as server:
+        r = post(server, {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    assert streamed_content(r.text) == "ok" and "hidden" not in r.text and "top secret" not in r.text
 
 
 def test_every_role_and_turn_reaches_the_judge():

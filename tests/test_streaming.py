@@ -40,9 +40,9 @@ def test_parallel_upstream_opens_the_stream_during_the_input_check():
     judge = ScriptedJudge(delay_s=0.3)
     gs, chunks, server = run_stream(Script().push("streamed in parallel"), judge, parallel_upstream=True)
     assert "".join(chunk_text(c) for c in chunks) == "streamed in parallel"
-    upstream_ms = next(t.ms for t in gs.timings if t.stage == "upstream")
     input_ms = next(t.ms for t in gs.timings if t.stage == "input")
-    assert input_ms >= 300 and gs.result.upstream_called
+    assert input_ms >= 300 and gs.result.upstream_called and len(server.requests) == 1
+    assert gs._t_up - gs.t0 < 0.25  # the stream was opened while the 300 ms input check ran
 
 
 def test_parallel_upstream_stream_is_closed_when_the_input_is_refused():
