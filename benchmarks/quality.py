@@ -238,7 +238,7 @@ def run_public(a, names: list[str]) -> None:
         print(f"--limit {a.limit}: smoke run, report not written", file=sys.stderr)
         return
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = ".venv/bin/python benchmarks/quality.py --only public" + (f" --sets {a.sets}" if a.sets != ",".join(SETS) else "") \
+    cmd = ".venv/bin/python benchmarks/quality.py" + (" --only public" if a.only else "") + (f" --sets {a.sets}" if a.sets != ",".join(SETS) else "") \
         + (f" --judge {a.judge}" if a.judge != "offline" else "")
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": cmd,
             "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}, "

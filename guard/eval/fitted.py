@@ -1,4 +1,4 @@
-"""What a judge was fitted on, and which rows of a public set it never saw (DESIGN §8).
+"""What a judge was fitted on, and which rows of a public set it never saw.
 
 A judge with fitted parts may say so itself:
 
