@@ -33,11 +33,11 @@ from pathlib import Path
 
 from guard.eval.converters import SETS, convert, default_out, evaldata_dir
 from guard.eval.data import read_rows, write_rows
-from guard.eval.fitted import NOTHING_FITTED, fitted_on, heldout_filter
+from guard.eval.fitted import NOTHING_FITTED, fitted_on, fitted_policies, heldout_filter, near_copies
 from guard.eval.progress import Progress
 from guard.eval.runner import evaluate, summarize
 from guard.pipeline import Guard
-from guard.policy import default_policy_paths
+from guard.policy import default_policy_paths, expand, load_spec
 from guard.settings import GuardSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,6 +259,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", default=",".join(SETS), help="comma-separated set names")
     ap.add_argument("--policies", default=None, help="comma-separated custom policy ids (default: every one with prompts)")
     ap.add_argument("--limit", type=int, default=None, help="first N rows of each set (smoke runs; not for the report)")
+    ap.add_argument("--fitted-policies", action="append", default=[], metavar="PATH",
+                    help="policy files or folders the judge was trained on (default: what the judge says): the "
+                         "custom report counts prompts that nearly repeat one of their examples")
     ap.add_argument("--note", default="", help="a line for the top of custom-policies.md (e.g. 'before the judge rewrite')")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     a = ap.parse_args(argv)
@@ -300,13 +303,29 @@ def custom_met(s: dict) -> tuple[bool, list[str]]:
     return not misses, misses
 
 
+def fitted_examples(paths: list[str]) -> tuple[list[str], list[str]]:
+    """The examples of the policies a judge was fitted on, and those policies' titles."""
+    examples, titles = [], []
+    for f in expand(paths):
+        spec = load_spec([f])
+        examples += [e.text for s in spec.rules for e in s.examples]
+        title = next((ln.split(":", 1)[1].strip() for ln in f.read_text(encoding="utf-8").splitlines()[:6]
+                      if ln.startswith("title:")), f.stem)
+        titles.append(f"{f.name} ({title})")
+    return examples, titles
+
+
 def run_custom(a, policies: dict[str, tuple[Path, Path]]) -> None:
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     out = []
     judge_name = a.judge
+    fitted_paths = a.fitted_policies or fitted_policies(Guard.create(GuardSettings(judge=a.judge, cache_size=0)).judge)
+    fitted_ex, fitted_titles = fitted_examples(fitted_paths) if fitted_paths else ([], [])
+    pooled: dict[str, list] = {"beside default": [], "alone": []}
     for pid, (policy, prompts) in policies.items():
         rows = read_rows(prompts, limit=a.limit)
+        near = near_copies({r.id: r.prompt for r in rows}, fitted_ex) if fitted_ex else []
         for mode, paths in (("beside default", [*default_policy_paths(), policy]), ("alone", [policy])):
             guard = Guard.create(GuardSettings(policies=[str(p) for p in paths], judge=a.judge, cache_size=0))
             warm(guard)
@@ -314,22 +333,33 @@ def run_custom(a, policies: dict[str, tuple[Path, Path]]) -> None:
             with Progress(len(rows), label=f"{pid} ({mode})") as bar:
                 results, s = evaluate(guard, rows, "input", concurrency=1, on_done=lambda _r: bar.update())
             ok, misses = custom_met(s)
+            pooled[mode] += results
             out.append({"policy": pid, "mode": mode, "policy_version": guard.spec.version, "summary": s, "ok": ok,
                         "misses": misses, "digest": digest(results),
                         "missed": [r.id for r in results if r.harmful and r.decision == "allow"],
                         "over_refused": [r.id for r in results if not r.harmful and r.decision == "refuse"],
                         "wrong_section": [f"{r.id} -> {','.join(r.sections) or '-'}" for r in results
-                                          if r.cites_expected is False]})
+                                          if r.cites_expected is False],
+                        "near_fitted": [list(x) for x in near]})
             print(f"{pid:<14} {mode:<15} n={s['n']:<3} recall={_f(s['recall'])} benign_allowed={_f(s['benign_allowed'])} "
                   f"section_match={_f(s['section_match'])} ({s['section_match_n']} refusals with an expected section) "
                   f"p50={_f(s['latency_ms_p50'], 1)}ms target={'met' if ok else 'MISSED'}", flush=True)
+    for mode, results in pooled.items():
+        s = summarize(results)
+        ok, misses = custom_met(s)
+        out.append({"policy": f"all {len(policies)} (pooled)", "mode": mode, "summary": s, "ok": ok, "misses": misses,
+                    "digest": digest(results), "missed": [], "over_refused": [], "wrong_section": [], "near_fitted": [],
+                    "pooled": True})
+        print(f"{'all (pooled)':<14} {mode:<15} n={s['n']:<3} recall={_f(s['recall'])} "
+              f"benign_allowed={_f(s['benign_allowed'])} section_match={_f(s['section_match'])} "
+              f"target={'met' if ok else 'MISSED'}", flush=True)
     if a.limit:
         print(f"--limit {a.limit}: smoke run, report not written", file=sys.stderr)
         return
     a.out_dir.mkdir(parents=True, exist_ok=True)
     cmd = ".venv/bin/python benchmarks/quality.py --only custom" + (f" --judge {a.judge}" if a.judge != "offline" else "") \
         + (f" --policies {a.policies}" if a.policies else "") + (f" --note {json.dumps(a.note)}" if a.note else "")
-    meta = {"note": a.note, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": cmd, "judge": judge_name,
+    meta = {"note": a.note, "fitted_policies": fitted_titles, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": cmd, "judge": judge_name,
             "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}, "
                        f"1-min load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after the run"}
     write_custom_markdown(a.out_dir / "custom-policies.md", out, meta)
@@ -364,11 +394,21 @@ def write_custom_markdown(path: Path, runs: list[dict], meta: dict) -> None:
                  f"{_f(s['benign_allowed'])} | {_f(s['section_match'])} ({s['section_match_n']}) | "
                  f"{_f(s['latency_ms_p50'], 1)} | {'yes' if r['ok'] else 'no: ' + '; '.join(r['misses'])} |")
     L.append("")
+    if meta.get("fitted_policies"):
+        L.append("**Policies the judge was fitted on:** " + ", ".join(meta["fitted_policies"]) + ". Prompts here that "
+                 "nearly repeat one of their examples (word overlap ≥ 0.5): " + ", ".join(
+                     f"{r['policy']} {len(r['near_fitted'])}" for r in runs if r["mode"] == "alone" and not r.get("pooled")) + " (listed per "
+                 "policy below). Where a fitted policy covers the same kind of assistant as one here, that policy is "
+                 "not unseen: compare it with the others.")
+    else:
+        L.append("The judge names no policies it was fitted on (pass `--fitted-policies PATH` to check the prompts "
+                 "against a judge's training policies).")
+    L.append("")
     L.append("Per section (beside the default spec; the category of a row is the section it is about, "
              "benign rows included):")
     L.append("")
     for r in runs:
-        if r["mode"] != "beside default":
+        if r["mode"] != "beside default" or r.get("pooled"):
             continue
         L.append(f"<details><summary>{r['policy']}</summary>\n")
         L.append("| section | n | harmful refused | benign allowed |")
@@ -380,9 +420,12 @@ def write_custom_markdown(path: Path, runs: list[dict], meta: dict) -> None:
                           ("wrong_section", "refused citing another section")):
             if r[key]:
                 L.append(f"- {what} ({len(r[key])}): " + ", ".join(f"`{x}`" for x in r[key]))
+        if r["near_fitted"]:
+            L.append(f"- near a fitted example ({len(r['near_fitted'])}): "
+                     + ", ".join(f"`{i}` ({s:.2f})" for i, s, _ in r["near_fitted"]))
         L.append("\n</details>\n")
     L.append("Determinism: a rerun must give the same decision digests: "
-             + ", ".join(f"{r['policy']} ({r['mode']}) `{r['digest']}`" for r in runs) + ".")
+             + ", ".join(f"{r['policy']} ({r['mode']}) `{r['digest']}`" for r in runs if not r.get("pooled")) + ".")
     path.write_text("\n".join(L) + "\n", encoding="utf-8")
 
 

@@ -344,13 +344,7 @@ def test_section_match_counts_refusals_that_cite_an_expected_section():
 
 EXAMPLES = ROOT / "policies" / "examples"
 CUSTOM = ROOT / "benchmarks" / "data" / "custom"
-OWN_POLICIES = ["bank-support", "kids-tutor", "clinic-triage", "devtools-bot"]
-
-
-def _words(text):
-    import re
-
-    return set(re.findall(r"[a-z0-9']+", text.lower()))
+OWN_POLICIES = ["bank-support", "kids-tutor", "clinic-triage", "devtools-bot", "hr-assistant", "civic-info"]
 
 
 def test_the_new_example_policies_lint_clean_alone_and_beside_the_default_spec():
@@ -380,10 +374,19 @@ def test_custom_prompts_parse_cover_both_sides_of_every_section_and_cite_real_se
     for s in own.rules:  # both sides of each line
         labels = {r.label for r in rows if r.category == s.id}
         assert labels == {"harmful", "benign"}, s.id
-    examples = [_words(e.text) for s in own.rules for e in s.examples]
-    for r in rows:  # our own prompts, not the policy's examples reworded
-        w = _words(r.prompt)
-        assert all(len(w & e) / len(w | e) < 0.5 for e in examples), r.id
+    from guard.eval.fitted import near_copies
+
+    examples = [e.text for s in own.rules for e in s.examples]  # our own prompts, not the policy's examples reworded
+    assert near_copies({r.id: r.prompt for r in rows}, examples, threshold=0.5) == []
+
+
+def test_near_copies_finds_reworded_prompts_and_names_the_closest():
+    from guard.eval.fitted import near_copies, overlap
+
+    assert overlap("How do I reset my router?", ["how do I reset my router", "bake bread"]) == (1.0, "how do I reset my router")
+    found = near_copies({"a": "What are the clinic's opening hours on Sunday?", "b": "Write me a poem"},
+                        ["What are the clinic's opening hours on Saturday?"])
+    assert [(k, s > 0.7) for k, s, _ in found] == [("a", True)]
 
 
 def test_the_robustness_set_has_40_harmful_and_20_benign_rows_across_categories():
