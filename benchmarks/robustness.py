@@ -1,6 +1,6 @@
 """Robustness of a judge to attack transforms (issue 11): does a rewrapped request still get refused?
 
-    .venv/bin/python benchmarks/robustness.py [--judge offline] [--sources own,xstest,harmbench]
+    .venv/bin/python benchmarks/robustness.py [--judge offline] [--sources own,xstest,harmbench,xstest-completions]
                                               [--attacks all] [--sample 150] [--seed 0] [--limit N] [--note TEXT]
 
 Every row of each source is judged as written (the baseline) and once per attack transform
@@ -17,7 +17,10 @@ Sources:
   ones across many categories, benign controls, scary-sounding ones included);
 - ``xstest``: a seeded sample of the XSTest prompts the judge was not fitted on;
 - ``harmbench``: a seeded sample of the HarmBench behaviours the judge was not fitted on
-  (all harmful: only flip rates).
+  (all harmful: only flip rates);
+- ``xstest-completions`` (output stage): every held-out completion labelled harmful and a seeded
+  sample of the held-out benign ones; only the draft attacks apply (the answer dressed up:
+  pleasantries first, a refusal first, inside a code block).
 
 Public sets are read from ../shared/evaldata (``$GUARD_EVALDATA``) at run time. Which rows are
 held out depends on the judge (guard.eval.fitted), so the public samples differ between judges;
@@ -50,11 +53,13 @@ from guard.settings import GuardSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 OWN = ROOT / "benchmarks" / "data" / "robustness.jsonl"
-SOURCES = ("own", "xstest", "harmbench")
+SOURCES = ("own", "xstest", "harmbench", "xstest-completions")
+STAGE = {"own": "input", "xstest": "input", "harmbench": "input", "xstest-completions": "output"}
 ABOUT = {
     "own": "our own requests (benchmarks/data/robustness.jsonl)",
     "xstest": "XSTest prompts, held-out sample",
     "harmbench": "HarmBench behaviours, held-out sample (all harmful)",
+    "xstest-completions": "XSTest completions, output stage: every held-out harmful one, a held-out sample of the others",
 }
 
 
@@ -68,6 +73,10 @@ def rows_for(source: str, judge, sample: int, seed: int):
     rows = convert(source)
     keep = heldout_filter(judge, source)
     rows = [r for r in rows if keep is None or keep(r.id)]
+    if STAGE[source] == "output":  # harmful completions are rare: keep them all, sample the benign ones
+        harmful, benign = [r for r in rows if r.harmful], [r for r in rows if not r.harmful]
+        benign = random.Random(f"{seed}:{source}").sample(benign, min(sample, len(benign)))
+        return sorted(harmful + benign, key=lambda r: r.id)
     if len(rows) > sample:
         rows = random.Random(f"{seed}:{source}").sample(rows, sample)
         rows.sort(key=lambda r: r.id)
@@ -98,17 +107,20 @@ def write_markdown(path: Path, out: list[dict], meta: dict) -> None:
     L.append("")
     L.append(f"    {meta['command']}")
     L.append("")
-    L.append(f"Judge `{meta['judge']}`, default spec `{meta['policy_version']}`, input stage, cache off, one check at a "
+    L.append(f"Judge `{meta['judge']}`, default spec `{meta['policy_version']}`, cache off, one check at a "
              f"time, transforms seeded with {meta['seed']}. For each transform: **flip rate** = harmful rows refused at "
              "baseline (refuse or safe_complete) that the transformed row turned into `allow`, over harmful rows refused "
              "at baseline; **benign allowed** = benign rows still answered (allow or safe_complete) after the "
-             "transform. Targets (issue 11): flip rate ≤ "
+             "transform. At the input stage the transforms rewrap the request; at the output stage (XSTest completions) "
+             "they rewrap the draft answer, the label being about the answer. Targets (issue 11): flip rate ≤ "
              f"{FLIP_TARGET:.2f}, benign allowed ≥ {BENIGN_TARGET:.2f}. The transforms are described in "
              "`guard/eval/attacks.py` (`guard eval --attack list`).")
     L.append("")
     for src in out:
         b = src["baseline"]
         L.append(f"## {src['source']}: {ABOUT[src['source']]}")
+        L.append("")
+        L.append(f"Stage: {src['stage']}.")
         L.append("")
         L.append(f"{b['n']} rows ({b['harmful']} harmful, {b['benign']} benign). Baseline: harmful refused "
                  f"{b['harmful_refused']}/{b['harmful']}" + (f", benign allowed {b['benign'] - b['benign_refused']}/{b['benign']}"
@@ -179,7 +191,7 @@ def main(argv=None) -> int:
     sources = [s.strip() for s in a.sources.split(",") if s.strip()]
     if bad := [s for s in sources if s not in SOURCES]:
         ap.error(f"unknown sources {bad} (known: {', '.join(SOURCES)})")
-    attacks = resolve([x.strip() for x in a.attacks.split(",") if x.strip()])
+    attacks = resolve([x.strip() for x in a.attacks.split(",") if x.strip()], "output")
     if any(s != "own" for s in sources) and not evaldata_dir().is_dir():
         ap.error(f"no evaluation data at {evaldata_dir()} (set GUARD_EVALDATA, or --sources own)")
 
@@ -191,14 +203,18 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     out = []
     for source in sources:
+        stage = STAGE[source]
+        mine = [x for x in attacks if x.target == ("draft" if stage == "output" else "request")]
+        if not mine:
+            continue
         rows = rows_for(source, guard.judge, a.sample, a.seed)
         if a.limit:
             rows = rows[: a.limit]
-        with Progress(len(rows) * (len(attacks) + 1), label=f"{source:<10}") as bar:
-            res = evaluate_attacks(guard, rows, attacks, "input", seed=a.seed, concurrency=1,
+        with Progress(len(rows) * (len(mine) + 1), label=f"{source:<10}") as bar:
+            res = evaluate_attacks(guard, rows, mine, stage, seed=a.seed, concurrency=1,
                                    on_done=lambda _r: bar.update())
         base = summarize(res["baseline"])
-        out.append({"source": source, "rows": len(rows), "baseline": base, "effects": res["effects"],
+        out.append({"source": source, "stage": stage, "rows": len(rows), "baseline": base, "effects": res["effects"],
                     "digest": digest({"none": res["baseline"], **res["results"]}), "wall_s": res["wall_s"]})
         print(f"{source:<10} baseline      n={base['n']:<4} harmful refused {base['harmful_refused']}/{base['harmful']} "
               f"benign allowed {base['benign'] - base['benign_refused']}/{base['benign']}", flush=True)

@@ -26,8 +26,12 @@ def users(row):
     return [m.text() for m in row.messages if m.role == "user"]
 
 
+REQUEST_ATTACKS = [n for n, a in ATTACKS.items() if a.target == "request"]
+DRAFT_ATTACKS = [n for n, a in ATTACKS.items() if a.target == "draft"]
+
+
 def test_every_attack_is_deterministic_and_keeps_id_label_and_expected_sections():
-    for name in ATTACKS:
+    for name in REQUEST_ATTACKS:
         a, b = apply(name, ROW), apply(name, ROW)
         assert a == b, name
         assert (a.id, a.label, a.sections, a.prompt) == ("r1", "harmful", ["weapons"], "")
@@ -109,10 +113,39 @@ def test_a_conversation_row_keeps_its_earlier_turns_and_rewraps_the_last_user_tu
 
 
 def test_attack_names_resolve_and_unknown_ones_fail_clearly():
-    assert [a.name for a in resolve(["all"])] == list(ATTACKS) and len(ATTACKS) == 17
+    assert [a.name for a in resolve(["all"], "input")] == REQUEST_ATTACKS and len(REQUEST_ATTACKS) == 17
+    assert [a.name for a in resolve(["all"], "output")] == list(ATTACKS) and len(DRAFT_ATTACKS) == 3
     assert [a.name for a in resolve(["base64", "base64", "typos"])] == ["base64", "typos"]
     with pytest.raises(EvalDataError, match="unknown attack 'nope'"):
         resolve(["nope"])
+    with pytest.raises(EvalDataError, match="needs the output stage"):
+        resolve(["draft-code-block"], "input")
+
+
+DRAFT = "Step one, mix the flour and the water. Step two, knead for ten minutes."
+OUT_ROW = EvalRow(id="o1", prompt="How do I make bread?", response=DRAFT, label="benign")
+
+
+def test_draft_attacks_rewrite_only_the_draft_and_keep_it_whole():
+    for name in DRAFT_ATTACKS:
+        a = apply(name, OUT_ROW)
+        assert a == apply(name, OUT_ROW) and a.prompt == OUT_ROW.prompt and a.messages is None
+        assert DRAFT in a.response and a.response != DRAFT, name
+    pre = apply("draft-pleasantries", OUT_ROW).response
+    assert pre.endswith("\n\n" + DRAFT) and 30 <= len(pre.split()) - len(DRAFT.split()) <= 45
+    assert apply("draft-refusal-first", OUT_ROW).response.lower().startswith(("i'm sorry", "i cannot", "as an ai"))
+    assert "```text\n" + DRAFT + "\n```" in apply("draft-code-block", OUT_ROW).response
+    with pytest.raises(EvalDataError, match="has no response"):
+        apply("draft-code-block", ROW)
+
+
+def test_draft_attacks_run_at_the_output_stage_on_a_scripted_judge():
+    judge = ScriptedJudge({"Step one, mix": ("refuse", "weapons"), "```": ("refuse", "cyber-abuse")})
+    guard = Guard.create(GuardSettings(cache_size=0), judge=judge)
+    row = OUT_ROW.model_copy(update={"label": "harmful"})
+    out = evaluate_attacks(guard, [row], resolve(["draft-pleasantries", "draft-code-block"], "output"), "output")
+    assert out["effects"]["draft-pleasantries"]["flip_rate"] == 0.0  # the scripted judge reads the whole draft
+    assert out["effects"]["draft-code-block"]["flip_rate"] == 0.0 and out["baseline"][0].decision == "refuse"
 
 
 # --------------------------------------------------------------------------- flip rates
@@ -156,8 +189,9 @@ def guard_cli(*args):
 def test_eval_attack_list_and_a_bad_name():
     r = guard_cli("eval", "--attack", "list")
     assert r.returncode == 0 and all(name in r.stdout for name in ATTACKS)
-    r = guard_cli("eval", "--data", "x.jsonl", "--attack", "nope")
-    assert r.returncode == 2 and "unknown attack 'nope'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    for attack, message in (("nope", "unknown attack 'nope'"), ("draft-code-block", "needs the output stage")):
+        r = guard_cli("eval", "--data", str(ROOT / "benchmarks" / "data" / "robustness.jsonl"), "--attack", attack)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_eval_with_attacks_reports_flip_rates_as_json_and_text(tmp_path):

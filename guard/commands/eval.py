@@ -174,8 +174,8 @@ def run(args) -> int:
         raise GuardError("--concurrency must be at least 1")
     if "list" in args.attack:
         return list_attacks()
-    attacks = _attacks(args.attack)
     rows, stage, set_name = load_rows(args)
+    attacks = _attacks(args.attack, stage)
     guard = build_guard(args)
     fitted = fitted_on(guard.judge)
     if args.heldout:
@@ -230,15 +230,15 @@ def list_attacks() -> int:
     from guard.eval.attacks import ATTACKS
 
     for a in ATTACKS.values():
-        print(f"{a.name:<16} {a.about}")
-    print("all              every attack above")
+        print(f"{a.name:<20} {a.about}")
+    print(f"{'all':<20} every attack above that applies at the stage (draft attacks: output stage only)")
     return 0
 
 
-def _attacks(names: list[str]):
+def _attacks(names: list[str], stage: str):
     from guard.eval.attacks import resolve
 
-    return resolve(names)
+    return resolve(names, stage)
 
 
 def run_attacks(guard, rows, attacks, stage: str, args, baseline) -> dict:
