@@ -164,6 +164,7 @@ def write_chart(path: Path, out: list[dict], judge: str) -> bool:
             ax.axhline(BENIGN_TARGET, color="#2e86c1", ls="--", lw=1.2, label=f"benign allowed target ≥ {BENIGN_TARGET:.2f}")
         ax.axhline(FLIP_TARGET, color="#c0392b", ls="--", lw=1.2, label=f"flip rate target ≤ {FLIP_TARGET:.2f}")
         ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, max(len(names), 17) - 0.4)  # the same bar width in every panel
         ax.set_ylim(0, 1.32)
         ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         b = src["baseline"]
@@ -187,7 +188,11 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N rows of each source (smoke run; no report)")
     ap.add_argument("--note", default="", help="a line for the top of the report (e.g. 'before the judge rewrite')")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--chart-only", action="store_true", help="redraw robustness.png from robustness.json, judge nothing")
     a = ap.parse_args(argv)
+    if a.chart_only:
+        saved = json.loads((a.out_dir / "robustness.json").read_text())
+        return 0 if write_chart(a.out_dir / "robustness.png", saved["sources"], saved["meta"]["judge"]) else 1
     sources = [s.strip() for s in a.sources.split(",") if s.strip()]
     if bad := [s for s in sources if s not in SOURCES]:
         ap.error(f"unknown sources {bad} (known: {', '.join(SOURCES)})")
