@@ -2,6 +2,8 @@
 
     guard eval --data ROWS.jsonl [--stage input|output] [--judge offline|MODEL|cascade:MODEL] [--json] [--out RESULTS.jsonl]
     guard eval --set xstest [--heldout]          # convert a public set in memory and evaluate it
+    guard eval --set xstest --attack pad-before-2000 --attack base64   # robustness: flip rates per attack
+    guard eval --attack list                    # the attack transforms
     guard eval convert xstest [--out FILE]      # write converted rows (default .cache/evaldata/xstest.jsonl)
     guard eval convert all                      # every set
     guard eval convert --list
@@ -24,6 +26,8 @@ EXAMPLES = """examples:
   guard eval --data .cache/evaldata/xstest.jsonl  judge every row at the input stage
   guard eval --set xstest-completions --heldout   output stage, rows the judge was not fitted on
   guard eval --set xstest --judge cascade:openai/gpt-4o-mini --escalate-below 0.7 --json
+  guard eval --data rows.jsonl --attack all       every attack transform: flip rates and benign allowed
+  guard eval --attack list                        the attack transforms
 """
 
 
@@ -51,6 +55,10 @@ def register(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="judge every row even when an identical one was judged")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", metavar="RESULTS.jsonl", help="write one result per row (id, label, decision, sections, ...)")
+    p.add_argument("--attack", action="append", default=[], metavar="NAME",
+                   help="also judge every row rewrapped by this attack and report flip rates (repeatable; "
+                        "'all' for every one, 'list' to list them)")
+    p.add_argument("--attack-seed", type=int, default=0, metavar="N", help="seed of the attack transforms (default 0)")
     p.set_defaults(run=run)
 
     conv = p.add_subparsers(dest="eval_command", title="subcommand", metavar="convert", required=False)
@@ -164,7 +172,10 @@ def run(args) -> int:
 
     if args.concurrency < 1:
         raise GuardError("--concurrency must be at least 1")
+    if "list" in args.attack:
+        return list_attacks()
     rows, stage, set_name = load_rows(args)
+    attacks = _attacks(args.attack, stage)
     guard = build_guard(args)
     fitted = fitted_on(guard.judge)
     if args.heldout:
@@ -182,11 +193,17 @@ def run(args) -> int:
         results, summary = evaluate(guard, rows, stage, args.concurrency, on_done=lambda _r: bar.update())
     summary = {"data": args.data or f"set:{set_name}", "stage": stage, "judge": guard.judge.name,
                "policy_version": guard.spec.version, "fitted_on": fitted, **summary}
+    attacked = run_attacks(guard, rows, attacks, stage, args, results) if attacks else {}
+    if attacks:
+        summary["attacks"] = {name: effect for name, (effect, _) in attacked.items()}
+        summary["attack_seed"] = args.attack_seed
     if args.out:
         try:
             with open(args.out, "w", encoding="utf-8") as f:
-                for r in results:
-                    f.write(json.dumps(r.as_json(), ensure_ascii=False) + "\n")
+                for attack, rs in [("", results)] + [(n, rs) for n, (_, rs) in attacked.items()]:
+                    for r in rs:
+                        f.write(json.dumps({**r.as_json(), **({"attack": attack} if attack else {})},
+                                           ensure_ascii=False) + "\n")
         except OSError as e:
             raise GuardError(f"cannot write {args.out}: {e.strerror}") from None
     if args.json:
@@ -194,9 +211,42 @@ def run(args) -> int:
     else:
         title = f"guard eval  {summary['data']}  judge {guard.judge.name}  policy {guard.spec.version}"
         print(render(summary, results, title=title, stage=stage))
+        if attacks:
+            from guard.eval.report import render_attacks
+
+            print("\n" + render_attacks(summary["attacks"]))
         if fitted != "nothing fitted":
             print(f"\n  fitted on: {json.dumps(fitted)}" + ("" if args.heldout else
                   "   (rows it was fitted on are included; --set NAME --heldout scores only the others)"))
         if args.out:
             print(f"  per-row results: {args.out}", file=sys.stderr)
     return 0
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+def list_attacks() -> int:
+    from guard.eval.attacks import ATTACKS
+
+    for a in ATTACKS.values():
+        print(f"{a.name:<20} {a.about}")
+    print(f"{'all':<20} every attack above that applies at the stage (draft attacks: output stage only)")
+    return 0
+
+
+def _attacks(names: list[str], stage: str):
+    from guard.eval.attacks import resolve
+
+    return resolve(names, stage)
+
+
+def run_attacks(guard, rows, attacks, stage: str, args, baseline) -> dict:
+    """{attack: (effect, results)}, every attack judged on the same rows after the baseline."""
+    from guard.eval.progress import Progress
+    from guard.eval.robustness import evaluate_attacks
+
+    with Progress(len(rows) * len(attacks), label=f"attacks {stage}") as bar:
+        out = evaluate_attacks(guard, rows, attacks, stage, seed=args.attack_seed, concurrency=args.concurrency,
+                               on_done=lambda _r: bar.update(), baseline=baseline)
+    return {name: (out["effects"][name], out["results"][name]) for name in out["results"]}

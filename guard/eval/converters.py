@@ -1,4 +1,4 @@
-"""Converters from the public safety sets in ../shared/evaldata to evaluation rows (DESIGN §8).
+"""Converters from the public safety sets in ../shared/evaldata to evaluation rows.
 
 The sets are read where they lie, at run time, and never copied into the project: converted
 rows go to a git-ignored cache (``.cache/evaldata/``) or straight into an evaluation.

@@ -1,4 +1,4 @@
-"""What a judge was fitted on, and which rows of a public set it never saw (DESIGN §8).
+"""What a judge was fitted on, and which rows of a public set it never saw.
 
 A judge with fitted parts may say so itself:
 
@@ -81,3 +81,44 @@ def _train_fold_rule(set_name: str) -> Callable[[str], bool]:
     if set_name == "jbb":  # split by goal; JBC's fit-half goals are neither fitted nor scored
         return lambda rid: fold("jbb", rid.rsplit(":", 1)[1]) == "heldout"
     return lambda rid: True
+
+
+# --------------------------------------------------------------------------- policies a judge was fitted on
+
+
+def fitted_policies(judge) -> list[str]:
+    """Policy files (or folders) whose sections the judge's fitted parts were trained on, when it says
+    (an attribute ``fitted_policies``; a cascade answers through its first judge). Empty when it says nothing."""
+    for j in _judges(judge):
+        paths = getattr(j, "fitted_policies", None)
+        if paths:
+            return [str(p) for p in paths]
+    return []
+
+
+def _words(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def overlap(text: str, others: list[str]) -> tuple[float, str]:
+    """The highest word-set Jaccard similarity between ``text`` and any of ``others``, and that other text."""
+    w = _words(text)
+    best, which = 0.0, ""
+    for o in others:
+        v = _words(o)
+        score = len(w & v) / len(w | v) if w | v else 0.0
+        if score > best:
+            best, which = score, o
+    return best, which
+
+
+def near_copies(texts: dict[str, str], others: list[str], threshold: float = 0.5) -> list[tuple[str, float, str]]:
+    """(id, similarity, closest other text) for each text at least ``threshold`` similar to one of ``others``."""
+    out = []
+    for key, text in texts.items():
+        score, which = overlap(text, others)
+        if score >= threshold:
+            out.append((key, round(score, 2), which))
+    return out
