@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from guard import reload
 from guard.errors import UpstreamError, UpstreamTimeout
 from guard.pipeline import Guard
 from guard.present import result_json
@@ -66,12 +67,13 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
     # ------------------------------------------------------------------ chat completions
 
     async def chat_completions(request: Request) -> Response:
+        guard = request.app.state.guard  # the version serving now; a reload swaps it (guard.reload)
         raw, body = await read_json(request, config.max_body_bytes)
         req = parse(ChatRequest, body)
         up = upstream_for(request)
         rid = request.scope["state"]["request_id"]
         if req.stream:
-            return await stream_chat(request, req, up, rid)
+            return await stream_chat(request, req, up, rid, guard)
         keep = _KeepRaw(up, body, raw)
         try:
             result = await guard.complete(req, keep, body=body, request_id=rid)
@@ -83,7 +85,7 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
             return Response(keep.raw, media_type="application/json", headers=headers)  # the upstream's own bytes
         return json_response(present(result.response, result), headers)
 
-    async def stream_chat(request: Request, req: ChatRequest, up, rid: str) -> Response:
+    async def stream_chat(request: Request, req: ChatRequest, up, rid: str, guard: Guard) -> Response:
         if not hasattr(up, "stream"):
             raise HTTPError(400, "This upstream does not stream.", param="stream")
         gs = GuardedStream(guard, req, up, first_window_chars=config.stream_first_window_chars,
@@ -109,7 +111,7 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
         v = gs.input_verdict
         headers = {"cache-control": "no-cache", "x-guard-policy-version": guard.spec.version}
         if v is not None:
-            headers |= {"x-guard-decision": v.decision.value, "x-guard-mode": config.mode,
+            headers |= {"x-guard-cache": "hit" if v.cache_hit else "miss","x-guard-decision": v.decision.value, "x-guard-mode": config.mode,
                         "x-guard-sections": ",".join(v.sections), "x-guard-input-latency-ms": f"{v.latency_ms:.3f}"}
         return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
 
@@ -149,6 +151,7 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
                                                          for m in names]})
 
     async def check(request: Request) -> Response:
+        guard = request.app.state.guard
         _, body = await read_json(request, config.max_body_bytes)
         req = parse(_CheckRequest, body)
         result = await guard.check(req.messages, req.response, request_id=request.scope["state"]["request_id"])
@@ -159,6 +162,7 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
         return json_response({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        guard = request.app.state.guard
         checks = {"policy": f"{len(guard.spec.sections)} sections, version {guard.spec.version}",
                   "judge": guard.judge.name}
         ok = True
@@ -184,7 +188,7 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
     async def metrics(request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return Response(generate_latest(guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(request.app.state.guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------------ errors
 
@@ -218,9 +222,11 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route(reload.RELOAD_PATH, reload.reload_endpoint, methods=["POST"]),
     ], exception_handlers={HTTPError: on_http_error, HTTPException: on_starlette_error, Exception: on_crash},
         lifespan=lifespan)
     app.state.guard = guard
+    reload.enable(app, config.admin_key.get_secret_value() if config.admin_key else None)
     guard.log_results = False  # the middleware logs one event per request, with the result's summary merged in
     return GuardHTTP(app, api_keys=[k.get_secret_value() for k in config.api_keys], max_body_bytes=config.max_body_bytes,
                      metrics=guard.metrics, access_log=config.access_log, log_content=config.log_content)
@@ -306,7 +312,8 @@ def upstream_error(e: UpstreamError) -> Response:
 
 
 def guard_headers(result: GuardResult) -> dict[str, str]:
-    return {"x-guard-decision": result.decision.value, "x-guard-mode": result.mode, "x-guard-sections": ",".join(result.sections),
+    return {"x-guard-decision": result.decision.value, "x-guard-mode": result.mode,
+            "x-guard-cache": "hit" if result.cache_hit else "miss", "x-guard-sections": ",".join(result.sections),
             "x-guard-policy-version": result.policy_version, "x-guard-latency-ms": f"{result.guard_ms:.3f}",
             "x-guard-cost-usd": "unknown" if result.judge_cost.usd is None else f"{result.judge_cost.usd:.8f}"}
 

@@ -24,6 +24,7 @@ class ServeConfig(GuardSettings):
     upstream_api_base: str | None = Field(None, description="with a litellm model string: the provider's base URL (e.g. Ollama's)")
     upstream_api_key: SecretStr | None = Field(None, description="sent upstream; when unset, the client's own bearer key is forwarded")
     upstream_timeout_s: float = Field(120.0, gt=0)
+    admin_key: SecretStr | None = Field(None, description="bearer key for POST /v1/guard/reload; unset: reload by SIGHUP only")
     api_keys: list[SecretStr] = Field(default_factory=list, description="client bearer keys; empty: no client authentication")
     models: list[str] = Field(default_factory=list, description="what /v1/models lists when the upstream cannot say")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
