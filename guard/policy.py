@@ -26,7 +26,8 @@ def bundled_policy_dir() -> Path:
     package data ``guard.policies`` (see setup.py). An editable install has no such package: there
     the source tree's folder is the one beside the code."""
     try:
-        folder = Path(str(importlib.resources.files("guard.policies")))
+        # a data-only package is a namespace package: files() is a MultiplexedPath, its children real paths
+        folder = Path(str(importlib.resources.files("guard.policies").joinpath("default.md"))).parent
     except ModuleNotFoundError:
         folder = Path(__file__).resolve().parent.parent / "policies"
     return folder
