@@ -45,6 +45,8 @@ def prepared_model_path() -> Path:
     The rewrite runs once per machine in a child process (so that ``onnx`` is never imported by a
     server); if it cannot run, the packaged model is used as is (same results within rounding,
     about 120 MB more RSS)."""
+    if os.environ.get("GUARD_EMBEDDING_MODEL"):  # converted ahead of time (the sidecar image does this at build)
+        return Path(os.environ["GUARD_EMBEDDING_MODEL"])
     src = model_path()
     # Named by what it was made from (the package's version and the file's size), not by where or when
     # it was installed: every venv and every run on a machine shares one copy.

@@ -87,24 +87,27 @@ fi
 # ---------------------------------------------------------------- wheels, built on the host
 ctx=build/image-context
 rm -rf "$ctx"
-mkdir -p "$ctx/wheels"
+mkdir -p "$ctx/wheels/deps" "$ctx/wheels/guard"
 cp adapters/sidecar/Containerfile "$ctx/Containerfile"
 python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 t=$(date +%s)
 if [ "$base_from_registry" = 1 ]; then
   step "building the guard's wheel (dependencies come from the registry during the image build)"
-  quietly "$python" -m pip wheel --no-deps --disable-pip-version-check -w "$ctx/wheels" .
+  quietly "$python" -m pip wheel --no-deps --disable-pip-version-check -w "$ctx/wheels/guard" .
 else
   step "building wheels for the guard and its dependencies (pip's cache makes this fast after the first time)"
-  quietly "$python" -m pip wheel --disable-pip-version-check -w "$ctx/wheels" ".[redis]"
-  touch "$ctx/wheels/.complete"  # the image build installs from these only (--no-index)
+  # async-timeout: redis needs it on Python < 3.11.3 (bookworm has 3.11.2), which the host may not be
+  quietly "$python" -m pip wheel --disable-pip-version-check -w "$ctx/wheels/deps" ".[redis]" "async-timeout>=4.0.3"
+  mv "$ctx"/wheels/deps/deliberative_guard-*.whl "$ctx/wheels/guard/"
+  touch "$ctx/wheels/deps/.complete"  # the image build installs from these only (--no-index)
 fi
-step "wheels ready in $(( $(date +%s) - t )) s: $(ls "$ctx/wheels" | wc -l) files, $(du -sh "$ctx/wheels" | cut -f1)"
+step "wheels ready in $(( $(date +%s) - t )) s: $(find "$ctx/wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$ctx/wheels" | cut -f1)"
 
 # ---------------------------------------------------------------- the image
 step "building $IMAGE with $engine"
 t=$(date +%s)
 build_args=(--build-arg "BASE=$BASE_IMAGE")
+[ "$engine" = podman ] && build_args+=(--format docker)  # the OCI format has no HEALTHCHECK
 quietly run_engine build "${build_args[@]}" "$@" -t "$IMAGE" -f "$ctx/Containerfile" "$ctx"
 size=$(run_engine image inspect "$IMAGE" --format '{{.Size}}')
 step "built $IMAGE in $(( $(date +%s) - t )) s: $(( size / 1000000 )) MB; total $(( $(date +%s) - t_start )) s"
