@@ -17,23 +17,24 @@ fi
 log=.venv/setup.log
 
 step() {  # step "what" command...: one line, the elapsed time when done, the log's tail on failure
-  local what=$1 t0=$SECONDS pid
+  local what=$1 t0=$SECONDS pid cr='' nl=$'\n'
   shift
-  printf '==> %s ...' "$what" >&2
+  [ -t 2 ] && { cr=$'\r'; nl=''; }  # on a terminal the step's line is rewritten in place
+  printf '==> %s ...%s' "$what" "$nl" >&2
   "$@" >>"$log" 2>&1 &
   pid=$!
-  if [ -t 2 ]; then  # on a terminal: show that a long step is alive, on the same line
+  if [ -t 2 ]; then  # show that a long step is alive
     while kill -0 "$pid" 2>/dev/null; do
-      sleep 5
+      sleep 1
       kill -0 "$pid" 2>/dev/null && printf '\r==> %s ... %d s' "$what" $((SECONDS - t0)) >&2
     done
   fi
   if ! wait "$pid"; then
-    printf '\r==> %s: failed after %d s. The last lines of %s:\n' "$what" $((SECONDS - t0)) "$log" >&2
+    printf '%s==> %s: failed after %d s. The last lines of %s:\n' "$cr" "$what" $((SECONDS - t0)) "$log" >&2
     tail -n 40 "$log" >&2
     exit 1
   fi
-  printf '\r==> %s: done in %d s\n' "$what" $((SECONDS - t0)) >&2
+  printf '%s==> %s: done in %d s\n' "$cr" "$what" $((SECONDS - t0)) >&2
 }
 
 if [ ! -x .venv/bin/python ]; then
