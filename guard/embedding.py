@@ -59,10 +59,13 @@ def prepared_model_path() -> Path:
         subprocess.run([sys.executable, "-m", "guard.embedding_convert", str(src), str(tmp)], check=True,
                        capture_output=True, timeout=300)
         os.replace(tmp, dst)
-        return dst
     except (OSError, subprocess.SubprocessError):
         tmp.unlink(missing_ok=True)
         return src
+    for stale in dst.parent.glob("minilm-int8-mmi-*.onnx"):  # earlier copies (older names or model versions)
+        if stale != dst:
+            stale.unlink(missing_ok=True)
+    return dst
 
 
 def cache_dir() -> Path:

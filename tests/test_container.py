@@ -152,3 +152,39 @@ def test_litellm_still_reaches_a_provider_in_the_trimmed_image(container, upstre
                  "messages=[{'role': 'user', 'content': 'hi'}]); print(r.choices[0].message.content)" % upstream.base_url,
                  timeout=120)
     assert out.stdout.strip().endswith("litellm got through"), out.stderr[-2000:]
+
+
+def test_a_mounted_policy_folder_reloads_on_sighup(image, upstream, tmp_path):
+    """The Kubernetes shape: the policy comes from a mounted folder (a ConfigMap) and reloads without a restart."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    policies.chmod(0o755)
+    shutil.copy(ROOT / "policies" / "examples" / "support-bot.md", policies / "support-bot.md")
+    (policies / "support-bot.md").chmod(0o644)
+    port = free_port()
+    name = f"guard-hup-{port}"
+    started = engine("run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp", "--network", "host",
+                     "-v", f"{policies}:/etc/guard/policies:ro", "-e", "GUARD_HOST=127.0.0.1", "-e", f"GUARD_PORT={port}",
+                     "-e", f"GUARD_UPSTREAM={upstream.base_url}", image, "--policy", "/etc/guard/policies")
+    assert started.returncode == 0, started.stderr
+    readyz = f"http://127.0.0.1:{port}/readyz"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(readyz, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, engine("logs", name).stderr[-2000:]
+            time.sleep(0.5)
+        before = httpx.get(readyz).json()["checks"]["policy"]
+        with (policies / "support-bot.md").open("a") as f:
+            f.write("- allow: Can I change the delivery address of my order?\n")
+        assert engine("kill", "--signal", "HUP", name).returncode == 0
+        deadline = time.monotonic() + 30
+        while httpx.get(readyz).json()["checks"]["policy"] == before:
+            assert time.monotonic() < deadline, engine("logs", name).stdout[-2000:]
+            time.sleep(0.2)
+    finally:
+        engine("rm", "-f", name)

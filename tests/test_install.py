@@ -49,7 +49,10 @@ def test_the_wheel_installed_in_a_fresh_venv_works_from_any_directory(tmp_path):
                    env=pip_env, timeout=900)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "minilm-int8-mmi-22928619-1795988588646581354.onnx").write_bytes(b"a copy named the old way")
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "GUARD_CACHE_DIR": str(cache)}
 
     def guard(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(venv / "bin" / "guard"), *args], cwd=elsewhere, capture_output=True, text=True,
@@ -96,3 +99,8 @@ def test_the_wheel_installed_in_a_fresh_venv_works_from_any_directory(tmp_path):
     finally:
         server.terminate()
         assert server.wait(timeout=30) == 0
+    # four processes loaded the model: one converted copy, shared, and nothing else left behind
+    expected = subprocess.run([str(py), "-c", "from guard.embedding import _model_version as v, model_path as m; "
+                                              "print(f'minilm-int8-mmi-{v()}-{m().stat().st_size}.onnx')"],
+                              capture_output=True, text=True).stdout.strip()
+    assert [p.name for p in cache.iterdir()] == [expected]

@@ -111,7 +111,8 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
         v = gs.input_verdict
         headers = {"cache-control": "no-cache", "x-guard-policy-version": guard.spec.version}
         if v is not None:
-            headers |= {"x-guard-cache": "hit" if v.cache_hit else "miss","x-guard-decision": v.decision.value, "x-guard-mode": config.mode,
+            headers |= {"x-guard-decision": v.decision.value, "x-guard-mode": config.mode,
+                        "x-guard-cache": "hit" if v.cache_hit else "miss",  # the input verdict's
                         "x-guard-sections": ",".join(v.sections), "x-guard-input-latency-ms": f"{v.latency_ms:.3f}"}
         return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
 
