@@ -106,7 +106,8 @@ step "wheels ready in $(( $(date +%s) - t )) s: $(find "$ctx/wheels" -name '*.wh
 # ---------------------------------------------------------------- the image
 step "building $IMAGE with $engine"
 t=$(date +%s)
-build_args=(--build-arg "BASE=$BASE_IMAGE")
+build_args=()
+[ "$base_from_registry" = 0 ] && build_args+=(--build-arg "BASE=$BASE_IMAGE")
 [ "$engine" = podman ] && build_args+=(--format docker)  # the OCI format has no HEALTHCHECK
 quietly run_engine build "${build_args[@]}" "$@" -t "$IMAGE" -f "$ctx/Containerfile" "$ctx"
 size=$(run_engine image inspect "$IMAGE" --format '{{.Size}}')
