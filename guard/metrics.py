@@ -19,8 +19,13 @@ class GuardMetrics:
         self.judge_cost = Counter("guard_judge_cost_usd", "Judge cost in USD (known prices only)", ["judge"], registry=r)
         self.judge_cost_unknown = Counter("guard_judge_cost_unknown", "Judge calls whose price is unknown", ["judge"], registry=r)
         self.cache = Counter("guard_cache", "Verdict cache lookups", ["result"], registry=r)
+        self.cache_hits = Counter("guard_cache_hits", "Verdict cache hits by tier (local, redis)", ["tier"], registry=r)
+        self.cache_errors = Counter("guard_cache_errors", "Shared verdict cache failures (served without it)", ["op"],
+                                    registry=r)
         self.judge_failures = Counter("guard_judge_failures", "Judge failures and timeouts (degraded verdicts)",
                                       ["judge", "reason", "fail_mode"], registry=r)
+        self.policy_reloads = Counter("guard_policy_reloads", "Policy reloads by outcome (reloaded, unchanged, rejected)",
+                                      ["result"], registry=r)
         self.escalations = Counter("guard_escalations", "Cascade escalations to the reasoning judge", registry=r)
         self.upstream_skipped = Counter("guard_upstream_skipped", "Upstream calls saved by an input refusal", registry=r)
         self.requests = Counter("guard_http_requests", "HTTP requests by route and status", ["route", "method", "status"], registry=r)

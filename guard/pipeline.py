@@ -18,7 +18,7 @@ from typing import Any
 
 from guard import enforce
 from guard.accounting import cost_of, usage_from_openai
-from guard.cache import VerdictCache, cache_key
+from guard.cache import CacheTier, cache_key, make_cache
 from guard.errors import JudgeError, JudgeTimeout
 from guard.logs import get_logger
 from guard.judges import Case, Deliberator, make_judge
@@ -40,15 +40,16 @@ class Guard:
 
     def __init__(self, spec: Spec, judge: Deliberator, retriever: Retriever | None = None,
                  upstream: Upstream | None = None, settings: GuardSettings | None = None,
-                 cache: VerdictCache | None = None, metrics: GuardMetrics | None = None,
+                 cache: CacheTier | None = None, metrics: GuardMetrics | None = None,
                  clock: Callable[[], float] = time.perf_counter):
         self.settings = settings or GuardSettings()
         self.spec, self.judge, self.upstream, self.clock = spec, judge, upstream, clock
         self.retriever = retriever or BM25Retriever(spec, top_k=self.settings.top_k,
                                                     budget_tokens=self.settings.retrieval_budget_tokens)
-        self.cache = cache if cache is not None else (
-            VerdictCache(self.settings.cache_size, self.settings.cache_ttl_s) if self.settings.cache_size else None)
         self.metrics = metrics or GuardMetrics()
+        self.cache = cache if cache is not None else make_cache(
+            self.settings.cache_size, self.settings.cache_ttl_s, self.settings.cache_url, self.settings.cache_shared_size,
+            on_error=lambda op, exc: self.metrics.child(self.metrics.cache_errors, op).inc())
         self.log_results = True  # one guard_request_done event per result; the server logs its own, merged
 
     @classmethod
@@ -80,8 +81,10 @@ class Guard:
         big = max(size, sum(map(len, texts))) > _OFF_LOOP_CHARS
         key = await asyncio.to_thread(self._key, stage, messages, texts, draft) if big else \
             self._key(stage, messages, texts, draft)
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+        if self.cache is not None and (found := await self.cache.lookup(key)) is not None:
+            hit, tier = found
             self.metrics.child(self.metrics.cache, "hit").inc()
+            self.metrics.child(self.metrics.cache_hits, tier).inc()
             verdict = hit.model_copy(update={"cache_hit": True, "usage": Usage(), "cost": Cost(usd=0.0),
                                              "latency_ms": (self.clock() - t0) * 1000})
             self._count(verdict)
@@ -99,7 +102,7 @@ class Guard:
                               policy_version=self.spec.version, retrieved=case.retrieval.scores, escalated=j.escalated,
                               latency_ms=(self.clock() - t0) * 1000, usage=j.usage, cost=j.cost)
             if self.cache is not None:
-                self.cache.put(key, verdict)
+                await self.cache.store(key, verdict)
         self._count(verdict)
         return verdict
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,21 @@ _SUBSECTIONS = {"precedence", "safe completion", "examples"}
 _META_KEYS = {"kind", "decision", "priority", "refusal", "safe_reply", "stage"}
 _DECISIONS = ", ".join(d.value for d in Decision)
 
-DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+
+
+def bundled_policy_dir() -> Path:
+    """The policies that ship with the package: ``policies/`` of the source tree, installed as the
+    package data ``guard.policies`` (see setup.py). An editable install has no such package: there
+    the source tree's folder is the one beside the code."""
+    try:
+        # a data-only package is a namespace package: files() is a MultiplexedPath, its children real paths
+        folder = Path(str(importlib.resources.files("guard.policies").joinpath("default.md"))).parent
+    except ModuleNotFoundError:
+        folder = Path(__file__).resolve().parent.parent / "policies"
+    return folder
+
+
+DEFAULT_POLICY_DIR = bundled_policy_dir()
 
 
 @dataclass(frozen=True)
@@ -55,10 +70,22 @@ def default_policy_paths() -> list[Path]:
     return [DEFAULT_POLICY_DIR / "default.md"]
 
 
+def bundled(path: str | Path) -> Path:
+    """``policies/examples/support-bot.md`` (or ``examples/support-bot.md``) names a bundled policy
+    when no such file exists where the guard runs: an installed guard or a container finds the
+    policies it ships with the same paths as a checkout."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    parts = p.parts[1:] if p.parts[:1] == ("policies",) else p.parts
+    candidate = DEFAULT_POLICY_DIR.joinpath(*parts) if parts else DEFAULT_POLICY_DIR
+    return candidate if candidate.exists() else p
+
+
 def expand(paths: list[str | Path]) -> list[Path]:
     """Files named directly, and every ``*.md`` (sorted) in named directories."""
     out: list[Path] = []
-    for p in map(Path, paths):
+    for p in map(bundled, paths):
         out.extend(sorted(p.glob("*.md")) if p.is_dir() else [p])
     return out
 

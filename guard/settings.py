@@ -31,6 +31,8 @@ class GuardSettings(BaseModel):
     retrieval_budget_tokens: int = Field(2500, ge=100)
     cache_size: int = Field(10_000, ge=0)
     cache_ttl_s: float = Field(3600.0, gt=0)
+    cache_url: str | None = Field(None, description="redis://HOST:PORT/DB: a verdict cache shared by replicas (docs/deploy.md)")
+    cache_shared_size: int = Field(100_000, ge=1, description="verdicts kept in the shared cache (oldest deleted first)")
     prices: dict[str, Price] = Field(default_factory=dict, description="USD per million tokens by model name")
     max_check_chars: int = Field(100_000, ge=1000, description=(
         "most text one check reads: the conversation at the input stage, the draft at the output stage"))

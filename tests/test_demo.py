@@ -6,12 +6,15 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_on_the_local_model_and_stops_what_it_started():
+    temp_before = set(Path(tempfile.gettempdir()).glob("guard-demo-*"))
     out = subprocess.run([sys.executable, "-m", "guard.cli", "demo", "--max-tokens", "40"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -29,3 +32,4 @@ def test_demo_runs_end_to_end_on_the_local_model_and_stops_what_it_started():
     model_url = re.search(r"ready at http://127\.0\.0\.1:(\d+)/v1 in", text)
     with socket.socket() as s:  # the model server is gone: its port refuses connections
         assert s.connect_ex(("127.0.0.1", int(model_url.group(1)))) != 0
+    assert set(Path(tempfile.gettempdir()).glob("guard-demo-*")) <= temp_before  # its temporary folder is gone

@@ -68,7 +68,7 @@ def start_model(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise GuardError(f"the llama.cpp server exited with {proc.returncode}; see {log}")
+            raise GuardError(f"the llama.cpp server exited with {proc.returncode} (its log is above)")
         try:
             if httpx.get(f"{url}/models", timeout=1).status_code == 200:
                 return proc, url
@@ -76,10 +76,17 @@ def start_model(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
             pass
         time.sleep(0.2)
     proc.kill()
-    raise GuardError(f"the llama.cpp server did not start within 120 s; see {log}")
+    raise GuardError("the llama.cpp server did not start within 120 s (its log is above)")
 
 
 def run(args) -> int:
+    out = Output()
+    model = Path(args.model_path) if args.model_path else find_model()
+    with tempfile.TemporaryDirectory(prefix="guard-demo-") as logdir:  # removed when the demo ends, however it ends
+        return _run(args, out, model, Path(logdir) / "llama.log")
+
+
+def _run(args, out: Output, model: Path, llama_log: Path) -> int:
     import openai
 
     from guard.pipeline import Guard
@@ -87,12 +94,14 @@ def run(args) -> int:
     from guard.server.config import load_config
     from guard.server.run import ServerThread
 
-    out = Output()
-    model = Path(args.model_path) if args.model_path else find_model()
-    logdir = Path(tempfile.mkdtemp(prefix="guard-demo-"))
     out.step(f"starting the local model: {model.name} under python -m llama_cpp.server")
     t = time.perf_counter()
-    llama, upstream = start_model(model, logdir / "llama.log")
+    try:
+        llama, upstream = start_model(model, llama_log)
+    except GuardError:
+        _show_log(llama_log)
+        raise
+    ok = False
     try:
         out.done(f"ready at {upstream} in {time.perf_counter() - t:.1f} s")
         out.step("starting guard serve in front of it (default spec, offline judge)")
@@ -113,14 +122,26 @@ def run(args) -> int:
             totals = summary(guard)
         out.line("")
         out.line(totals)
+        ok = True
     finally:
         llama.terminate()
         try:
             llama.wait(timeout=10)
         except subprocess.TimeoutExpired:
             llama.kill()
-        out.line("stopped the local model and the guard; logs in " + str(logdir))
+        if not ok:
+            _show_log(llama_log)
+        out.line("stopped the local model and the guard")
     return 0
+
+
+def _show_log(log: Path, lines: int = 30) -> None:
+    """The model server's last lines, when something failed (its log goes away with the demo)."""
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return
+    print(f"--- last lines of the llama.cpp server's log ---\n" + "\n".join(tail), file=sys.stderr)
 
 
 def plain(client, prompt: str, max_tokens: int, out: Output) -> None:

@@ -17,6 +17,8 @@ def register(sub) -> None:
                    help="an OpenAI-compatible base URL (…/v1) or a litellm model string")
     p.add_argument("--judge", default=None, help="offline (default), cascade:MODEL, or a litellm model string")
     p.add_argument("--policy", action="append", default=None, metavar="PATH", help="policy file or folder (repeatable)")
+    p.add_argument("--cache-url", dest="cache_url", default=None, metavar="redis://HOST:PORT/DB",
+                   help="a verdict cache shared by replicas (Redis), behind the in-process one")
     p.add_argument("--mode", choices=["enforce", "shadow"], default=None)
     p.add_argument("--fail-mode", dest="fail_mode", choices=["closed", "open"], default=None)
     p.add_argument("--log-format", dest="log_format", choices=["json", "console"], default=None)
@@ -29,7 +31,7 @@ def run(args) -> int:
     from guard.server.config import load_config
 
     flags = {k: getattr(args, k) for k in ("host", "port", "upstream", "judge", "mode", "fail_mode", "log_format",
-                                           "log_level")}
+                                           "log_level", "cache_url")}
     flags["policies"] = args.policy
     config = load_config(args.config, flags=flags)
     configure(level=config.log_level, json=config.log_format == "json")
@@ -54,5 +56,6 @@ def run(args) -> int:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it found:
     # a no-op one makes a clean stop exit 0 (Ctrl-C still ends with 130).
     signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGHUP, app.app.state.reloader.on_signal)  # reload the policies (guard.reload)
     run_server(server.serve(sockets=[sock]))
     return 0

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from guard import reload
 from guard.logs import get_logger
 from guard.pipeline import Guard
 from guard.server import routes
@@ -43,6 +44,7 @@ ROUTES = [
     Route("/healthz", routes.healthz, methods=["GET"]),
     Route("/readyz", routes.readyz, methods=["GET"]),
     Route("/metrics", routes.metrics, methods=["GET"]),
+    Route(reload.RELOAD_PATH, reload.reload_endpoint, methods=["POST"]),
 ]
 
 
@@ -108,6 +110,7 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
         HTTPError: on_http_error, HTTPException: on_starlette_error, Exception: on_crash})
     app.state.guard, app.state.config, app.state.upstream = guard, config, upstream
     app.state.upstream_for, app.state.drain = upstream_chooser(upstream, config), Drain()
+    reload.enable(app, config.admin_key.get_secret_value() if config.admin_key else None)
     guard.log_results = False  # the middleware logs one event per request, with the result's summary merged in
     http = GuardHTTP(app, api_keys=[k.get_secret_value() for k in config.api_keys], max_body_bytes=config.max_body_bytes,
                      metrics=guard.metrics, access_log=config.access_log, log_content=config.log_content,

@@ -96,6 +96,7 @@ async def stream_chat(request: Request, req: ChatRequest, up, rid: str) -> Respo
     headers = {"cache-control": "no-cache", "x-guard-policy-version": state.guard.spec.version}
     if v is not None:
         headers |= {"x-guard-decision": v.decision.value, "x-guard-mode": state.config.mode,
+                    "x-guard-cache": "hit" if v.cache_hit else "miss",  # the input verdict's
                     "x-guard-sections": ",".join(v.sections), "x-guard-input-latency-ms": f"{v.latency_ms:.3f}"}
     return StreamingResponse(sse(request, gs), media_type="text/event-stream", headers=headers)
 
@@ -177,7 +178,8 @@ def upstream_error(e: UpstreamError) -> Response:
 
 
 def guard_headers(result: GuardResult) -> dict[str, str]:
-    return {"x-guard-decision": result.decision.value, "x-guard-mode": result.mode, "x-guard-sections": ",".join(result.sections),
+    return {"x-guard-decision": result.decision.value, "x-guard-mode": result.mode,
+            "x-guard-cache": "hit" if result.cache_hit else "miss", "x-guard-sections": ",".join(result.sections),
             "x-guard-policy-version": result.policy_version, "x-guard-latency-ms": f"{result.guard_ms:.3f}",
             "x-guard-cost-usd": "unknown" if result.judge_cost.usd is None else f"{result.judge_cost.usd:.8f}"}
 

@@ -31,6 +31,7 @@ class ServeConfig(GuardSettings):
     body_read_timeout_s: float = Field(30.0, gt=0, description="a request body not complete by then is answered 400")
     max_json_depth: int = Field(64, ge=4, le=512, description="deepest nesting accepted in a request body")
     shutdown_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, in-flight requests get this long to finish")
+    admin_key: SecretStr | None = Field(None, description="bearer key for POST /v1/guard/reload; unset: reload by SIGHUP only")
     api_keys: list[SecretStr] = Field(default_factory=list, description="client bearer keys; empty: no client authentication")
     models: list[str] = Field(default_factory=list, description="what /v1/models lists when the upstream cannot say")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)

@@ -23,6 +23,7 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: 
                 503: "service_unavailable", 504: "timeout"}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_OWN_AUTH = "/v1/guard/reload"  # checks the admin key itself (guard.reload)
 
 
 class HTTPError(Exception):
@@ -98,7 +99,7 @@ class GuardHTTP:
                             ms=round(ms, 3), request_id=rid, client=(scope.get("client") or ("?",))[0])
 
     def _deny(self, path: str, headers: dict[bytes, bytes]) -> Response | None:
-        if self.keys and path.startswith("/v1/"):
+        if self.keys and path.startswith("/v1/") and path != _OWN_AUTH:
             auth = headers.get(b"authorization", b"")
             token = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
             if not any(hmac.compare_digest(token, k) for k in self.keys):
