@@ -17,8 +17,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-
-
 from guard.errors import PolicyError, PolicyErrors
 from guard.logs import get_logger
 from guard.pipeline import Guard
