@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from guard.commands._judge_flags import add_judge_flags, settings_from
 from guard.errors import GuardError
 
 
@@ -38,12 +39,6 @@ def register(sub) -> None:
     p.add_argument("--stage", choices=["input", "output"], default=None,
                    help="stage to judge (default: output when every row has a response, else input; a --set knows its own)")
     p.add_argument("--policy", action="append", default=[], metavar="PATH", help="policy file or folder (repeatable)")
-    p.add_argument("--judge", default="offline", help="offline (default), cascade:MODEL, or a litellm model string")
-    p.add_argument("--judge-api-base", default=None, metavar="URL", help="base URL for the judge model (e.g. a local server)")
-    p.add_argument("--escalate-below", type=float, default=None, metavar="CONF",
-                   help="cascade: offline verdicts below this confidence go to the model (default 0.8)")
-    p.add_argument("--judge-price", default=None, metavar="IN/OUT",
-                   help="judge price in USD per million input/output tokens, e.g. 0.15/0.60 (default: litellm's price map)")
     p.add_argument("--concurrency", type=int, default=4, metavar="N", help="checks in flight at once (default 4)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N rows")
     p.add_argument("--heldout", action="store_true",
@@ -51,6 +46,7 @@ def register(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="judge every row even when an identical one was judged")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", metavar="RESULTS.jsonl", help="write one result per row (id, label, decision, sections, ...)")
+    add_judge_flags(p)  # every judge setting, over GUARD_* variables
     p.set_defaults(run=run)
 
     conv = p.add_subparsers(dest="eval_command", title="subcommand", metavar="convert", required=False)
@@ -131,20 +127,9 @@ def load_rows(args):
 
 
 def build_guard(args):
-    from pydantic import ValidationError
-
     from guard.pipeline import Guard
-    from guard.settings import GuardSettings
 
-    extra = {}
-    if args.escalate_below is not None:
-        extra["escalate_below"] = args.escalate_below
-    try:
-        settings = GuardSettings(policies=args.policy, judge=args.judge, judge_api_base=args.judge_api_base,
-                                 judge_price=_price(args.judge_price), cache_size=0 if args.no_cache else 10_000, **extra)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise GuardError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    settings = settings_from(args, policies=args.policy or None, cache_size=0 if args.no_cache else None)
     return Guard.create(settings)
 
 
