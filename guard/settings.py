@@ -26,6 +26,9 @@ class GuardSettings(BaseModel):
     judge_structured_output: Literal["auto", "json_schema", "json_object_schema", "guided_json", "json_object",
                                      "prompt"] = Field("auto", description="how the answer's schema is enforced")
     judge_concurrency: int = Field(4, ge=1, description="judge calls in flight at once; the rest queue")
+    judge_stream: bool | None = Field(None, description=(
+        "stream judge calls so that an abandoned call stops the server generating; default: on for a "
+        "local server (judge_api_base with an openai/ model), where usage may be litellm's count"))
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     judge_price: Price | None = None
     escalate_below: float = Field(0.8, ge=0, le=1, description="cascade: offline verdicts below this confidence escalate")

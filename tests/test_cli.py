@@ -121,4 +121,17 @@ def test_check_takes_every_judge_setting_as_a_flag_or_a_guard_variable():
     assert out["decision"] == "allow" and out["judge"] == "llm:openai/local" and not out["degraded"]
     assert out["stages"][0]["structured_output"] == "json_schema" and out["usage"]["prompt_tokens"] > 0
     assert sent["max_tokens"] == 300 and sent["reasoning_effort"] == "low"
-    assert len(server.requests) == 2  # the start-up probe, then the check
+    assert len(server.requests) == 3  # the start-up probe (two calls), then the check
+
+
+def test_judge_flags_override_guard_variables_which_override_defaults():
+    import argparse
+
+    from guard.commands._judge_flags import add_judge_flags, settings_from
+
+    p = argparse.ArgumentParser()
+    add_judge_flags(p)
+    env = {"GUARD_JUDGE": "openai/a", "GUARD_JUDGE_TIMEOUT_S": "7", "GUARD_ESCALATE_BELOW": "0.6", "GUARD_PORT": "1"}
+    s = settings_from(p.parse_args(["--judge-timeout", "9", "--judge-price", "0.1/0.2"]), env=env)
+    assert (s.judge, s.judge_timeout_s, s.escalate_below) == ("openai/a", 9.0, 0.6)
+    assert s.judge_price.output_per_mtok == 0.2 and s.judge_max_tokens is None

@@ -221,3 +221,11 @@ def test_a_context_too_small_for_the_answer_is_a_configuration_error():
 def test_an_unknown_judge_is_a_configuration_error():
     with pytest.raises(ConfigError, match="unknown judge 'bogus'"):
         make_judge("bogus")
+
+
+def test_a_hosted_style_non_streamed_call_reports_the_providers_usage():
+    with FakeOpenAIServer(reply=lambda b: {"content": verdict(b), "usage": {"prompt_tokens": 321, "completion_tokens": 12}}) as server:
+        judge = LLMJudge(MODEL, api_base=server.base_url, stream=False)
+        j = asyncio.run(judge.deliberate(case()))
+        assert not server.requests[-1].get("stream")
+    assert (j.usage.prompt_tokens, j.usage.completion_tokens) == (321, 12)

@@ -31,7 +31,7 @@ def judge_settings(s) -> dict[str, Any]:
     return dict(api_base=s.judge_api_base, api_key=s.judge_api_key.get_secret_value() if s.judge_api_key else None,
                 timeout_s=s.judge_timeout_s, max_tokens=s.judge_max_tokens, context_tokens=s.judge_context_tokens,
                 reasoning_effort=s.reasoning_effort, price=s.judge_price, structured_output=s.judge_structured_output,
-                concurrency=s.judge_concurrency, escalate_below=s.escalate_below,
+                concurrency=s.judge_concurrency, stream=s.judge_stream, escalate_below=s.escalate_below,
                 on_escalation_failure=s.on_escalation_failure)
 
 

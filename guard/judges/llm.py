@@ -97,7 +97,8 @@ class LLMJudge:
     def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
                  timeout_s: float = 20.0, max_tokens: int | None = None, context_tokens: int | None = None,
                  prompt_tokens: int | None = None, reasoning_effort: str | None = None, price: Price | None = None,
-                 structured_output: str = "auto", concurrency: int = 4, json_mode: bool = True):
+                 structured_output: str = "auto", concurrency: int = 4, stream: bool | None = None,
+                 json_mode: bool = True):
         self.model, self.api_base, self.api_key = model, api_base, api_key
         self.timeout_s, self.reasoning_effort, self.price = timeout_s, reasoning_effort, price
         self.context_tokens = context_tokens or providers.known_context_tokens(model) or DEFAULT_CONTEXT_TOKENS
@@ -116,6 +117,9 @@ class LLMJudge:
         else:
             raise ConfigError(f"judge_structured_output must be auto or one of {', '.join(MECHANISMS)}")
         self.concurrency = concurrency
+        # streamed calls can be abandoned: closing the stream stops a server (llama-cpp-python among them)
+        # that would finish a non-streamed generation nobody waits for. Auto: on for a local server.
+        self.stream = stream if stream is not None else bool(api_base) and providers.provider_of(model) == "openai"
         self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one semaphore per event loop
         self.name = f"llm:{model}"
 
@@ -188,7 +192,7 @@ class LLMJudge:
                 messages=messages, max_tokens=max_tokens, temperature=0, drop_params=True,
                 **request_args(self.mechanism, ids), **reasoning_args(self.model, self.api_base, self.reasoning_effort))
             try:
-                resp = await litellm.acompletion(**kwargs)
+                resp = await (self._streamed(litellm, kwargs) if self.stream else litellm.acompletion(**kwargs))
             except litellm.exceptions.Timeout:
                 raise JudgeTimeout(f"judge {self.model} timed out after {deadline:g}s") from None
             except litellm.exceptions.ContextWindowExceededError:
@@ -202,6 +206,23 @@ class LLMJudge:
                     raise JudgeError(self._context_message()) from None
                 raise JudgeError(f"judge {self.model} failed: {_describe(e, status)}") from None
             return self._read(resp)
+
+    @staticmethod
+    async def _streamed(litellm, kwargs: dict[str, Any]):
+        """A streamed call assembled into one response; on cancellation the stream is closed, and with it
+        the connection. Usage comes from the server when it reports it in the stream, else from
+        litellm's count (completion tokens by chunk, prompt tokens by its tokenizer)."""
+        stream = await litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
+        chunks = []
+        try:
+            async for chunk in stream:
+                chunks.append(chunk)
+        finally:
+            await stream.aclose()
+        resp = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
+        if resp is None:
+            raise JudgeError("the judge's stream ended without an answer")
+        return resp
 
     def _read(self, resp) -> tuple[str, Usage, Cost]:
         msg = resp.choices[0].message
