@@ -135,3 +135,12 @@ def test_judge_flags_override_guard_variables_which_override_defaults():
     s = settings_from(p.parse_args(["--judge-timeout", "9", "--judge-price", "0.1/0.2"]), env=env)
     assert (s.judge, s.judge_timeout_s, s.escalate_below) == ("openai/a", 9.0, 0.6)
     assert s.judge_price.output_per_mtok == 0.2 and s.judge_max_tokens is None
+
+
+def test_a_cascade_with_an_unreachable_judge_warns_and_allows_a_benign_prompt_marked_degraded():
+    r = guard_env("check", "--json", "--judge", "cascade:openai/local", "--judge-api-base", "http://127.0.0.1:9/v1",
+                  "--escalate-below", "1.0", "--judge-timeout", "3", "Explain how vaccines work.")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["decision"] == "allow" and out["degraded"] and "escalation failed" in out["stages"][0]["degraded_reason"]
+    assert "warning" in r.stderr and "unreachable" in r.stderr

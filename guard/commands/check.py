@@ -37,8 +37,10 @@ def run(args) -> int:
         probe = getattr(guard.judge, "probe", None)
         if probe is not None and not args.no_probe:
             ready = await probe()
-            if not ready.ok:
+            if not ready.ok and not ready.still_decides:
                 raise ConfigError(ready.detail)
+            if not ready.ok:  # a cascade: its offline verdicts stand, and say they are degraded
+                print(f"guard: warning: {ready.detail} (escalations will fail; offline verdicts stand)", file=sys.stderr)
         return await guard.check([{"role": "user", "content": args.prompt}], response=args.response)
 
     result = asyncio.run(probe_then_check())

@@ -44,9 +44,10 @@ def run(args) -> int:
     spec = load_spec(args.policy)
     rules = [s for s in spec.rules if not args.section or s.id in args.section]
     generator = Generator(args.model, api_base=args.api_base, api_key=args.api_key, timeout_s=args.timeout)
-    judge = make_judge(args.judge or args.model, api_base=args.judge_api_base or args.api_base,
-                       api_key=args.judge_api_key or args.api_key, timeout_s=args.timeout,
-                       context_tokens=args.judge_context_tokens)
+    judge_base = args.judge_api_base or args.api_base
+    judge = make_judge(args.judge or args.model, api_base=judge_base, api_key=args.judge_api_key or args.api_key,
+                       timeout_s=args.timeout, context_tokens=args.judge_context_tokens,
+                       concurrency=1 if judge_base else 4)  # a local server answers one request at a time
     with Progress(len(rules) * 2 * args.per_section, label="synth") as bar:
         rows, stats = asyncio.run(synthesize(spec, generator, judge, per_section=args.per_section,
                                              sections=args.section, on_progress=lambda _s: bar.update()))

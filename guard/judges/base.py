@@ -77,3 +77,4 @@ class ProbeResult(BaseModel):
     structured_output: str | None = None
     latency_ms: float = 0.0
     usage: Usage = Usage()
+    still_decides: bool = False  # not ok, but the judge decides without the failing part (a cascade: offline)

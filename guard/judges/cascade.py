@@ -58,7 +58,7 @@ class CascadeJudge:
         if fn is None:
             return ProbeResult(ok=True, judge=self.name, detail=f"{self.second.name} has nothing to probe")
         result = await fn()
-        return result.model_copy(update={"judge": self.name})
+        return result.model_copy(update={"judge": self.name, "still_decides": self.on_escalation_failure == "offline"})
 
     @property
     def fitted_on(self):
