@@ -7,6 +7,7 @@ import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel
 
@@ -23,9 +24,18 @@ class Price(BaseModel):
         return Cost(usd=(usage.prompt_tokens * self.input_per_mtok + usage.completion_tokens * self.output_per_mtok) / 1e6)
 
 
+class ModelFacts(NamedTuple):
+    """What litellm's shipped model map says about one model (USD per token; input window)."""
+
+    input_per_token: float | None
+    output_per_token: float | None
+    context_tokens: int | None
+
+
 @lru_cache(maxsize=1)
-def _litellm_prices() -> dict[str, tuple[float, float]]:
-    """USD per token (input, output) by model name; only the prices are kept (the whole map is ~5 MB parsed)."""
+def model_table() -> dict[str, ModelFacts]:
+    """litellm's shipped model map, read as a file (pricing never pays litellm's import time); only
+    prices and context windows are kept (the whole map is ~5 MB parsed)."""
     spec = importlib.util.find_spec("litellm")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
         return {}
@@ -34,18 +44,34 @@ def _litellm_prices() -> dict[str, tuple[float, float]]:
         table = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return {name: (float(e["input_cost_per_token"]), float(e.get("output_cost_per_token") or 0.0))
-            for name, e in table.items() if isinstance(e, dict) and isinstance(e.get("input_cost_per_token"), (int, float))}
+
+    def num(v):
+        return float(v) if isinstance(v, (int, float)) else None
+
+    out = {}
+    for name, e in table.items():
+        if isinstance(e, dict):
+            ctx = e.get("max_input_tokens") or e.get("max_tokens")
+            out[name] = ModelFacts(input_per_token=num(e.get("input_cost_per_token")),
+                                   output_per_token=num(e.get("output_cost_per_token")),
+                                   context_tokens=ctx if isinstance(ctx, int) and ctx > 0 else None)
+    return out
+
+
+def model_facts(model: str) -> ModelFacts | None:
+    table = model_table()
+    for key in (model, model.split("/", 1)[-1]):
+        if key in table:
+            return table[key]
+    return None
 
 
 @lru_cache(maxsize=256)
 def known_price(model: str) -> Price | None:
-    table = _litellm_prices()
-    for key in (model, model.split("/", 1)[-1]):
-        entry = table.get(key)
-        if entry is not None:
-            return Price(input_per_mtok=entry[0] * 1e6, output_per_mtok=entry[1] * 1e6)
-    return None
+    facts = model_facts(model)
+    if facts is None or facts.input_per_token is None:
+        return None
+    return Price(input_per_mtok=facts.input_per_token * 1e6, output_per_mtok=(facts.output_per_token or 0.0) * 1e6)
 
 
 def cost_of(model: str | None, usage: Usage, prices: dict[str, Price] | None = None) -> Cost:

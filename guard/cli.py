@@ -12,7 +12,7 @@ import sys
 
 from guard.errors import GuardError
 
-COMMANDS = ["check", "policy", "serve", "eval", "demo"]
+COMMANDS = ["check", "policy", "serve", "eval", "synth", "train", "demo"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -48,7 +48,11 @@ class ConfigError(GuardError):
 
 
 class JudgeError(GuardError):
-    pass
+    """``usage`` and ``cost``: what the failed calls spent, where the provider reported it (else None)."""
+
+    def __init__(self, message: str = "", *, usage: Any = None, cost: Any = None):
+        super().__init__(message)
+        self.usage, self.cost = usage, cost
 
 
 class JudgeTimeout(JudgeError):

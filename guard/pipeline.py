@@ -21,7 +21,7 @@ from guard.accounting import cost_of, usage_from_openai
 from guard.cache import CacheTier, cache_key, make_cache
 from guard.errors import JudgeError, JudgeTimeout
 from guard.logs import get_logger
-from guard.judges import Case, Deliberator, make_judge
+from guard.judges import Case, Deliberator, judge_settings, make_judge
 from guard.metrics import GuardMetrics
 from guard.policy import Spec, load_spec
 from guard.retrieval import BM25Retriever, Retriever, query_text
@@ -58,10 +58,7 @@ class Guard:
         s = settings or GuardSettings()
         spec = load_spec(s.policies or None)
         if judge is None:
-            judge = make_judge(s.judge, api_base=s.judge_api_base,
-                               api_key=s.judge_api_key.get_secret_value() if s.judge_api_key else None,
-                               timeout_s=s.judge_timeout_s, max_tokens=s.judge_max_tokens,
-                               reasoning_effort=s.reasoning_effort, price=s.judge_price, escalate_below=s.escalate_below)
+            judge = make_judge(s.judge, **judge_settings(s))
         return cls(spec, judge, upstream=upstream, settings=s, **kwargs)
 
     # ------------------------------------------------------------------ one stage
@@ -100,8 +97,11 @@ class Guard:
             verdict = Verdict(stage=stage, decision=j.decision, sections=j.sections, precedents=j.precedents,
                               rationale=j.rationale, confidence=j.confidence, rewrite=j.rewrite, judge=j.judge,
                               policy_version=self.spec.version, retrieved=case.retrieval.scores, escalated=j.escalated,
-                              latency_ms=(self.clock() - t0) * 1000, usage=j.usage, cost=j.cost)
-            if self.cache is not None:
+                              latency_ms=(self.clock() - t0) * 1000, usage=j.usage, cost=j.cost, degraded=j.degraded,
+                              degraded_reason=j.degraded_reason, structured_output=j.structured_output)
+            if j.degraded:  # decided, but without the judge that should have: counted, never cached
+                self.metrics.judge_failures.labels(self.judge.name, "escalation", "offline").inc()
+            elif self.cache is not None:
                 await self.cache.store(key, verdict)
         self._count(verdict)
         return verdict
@@ -143,7 +143,8 @@ class Guard:
             f"Judge failed ({error}); fail_mode={self.settings.fail_mode} "
             f"{'refuses' if closed else 'allows'} without a judgment."), confidence=0.0, judge=self.judge.name,
             policy_version=self.spec.version, retrieved=retrieved, degraded=True, degraded_reason=str(error),
-            latency_ms=(self.clock() - t0) * 1000, cost=Cost(usd=None, reason="judge failed"))
+            latency_ms=(self.clock() - t0) * 1000, usage=error.usage or Usage(),
+            cost=error.cost or Cost(usd=None, reason="judge failed"))
 
     def _count(self, v: Verdict) -> None:
         m, c, judge = self.metrics, self.metrics.child, self.judge.name

@@ -27,5 +27,6 @@ def result_json(result: GuardResult, *, rationale: bool = True) -> dict[str, Any
         "reply": result.text if result.decision is not Decision.allow else None,
         "stages": [{"stage": v.stage, "decision": v.decision.value, "sections": list(v.sections),
                     "confidence": v.confidence, "latency_ms": round(v.latency_ms, 3), "degraded": v.degraded,
+                    "degraded_reason": v.degraded_reason, "structured_output": v.structured_output,
                     "retrieved": [r.model_dump() for r in v.retrieved]} for v in result.verdicts],
     }

@@ -13,14 +13,27 @@ class GuardSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     policies: list[str] = Field(default_factory=list, description="policy files or folders; empty: the default spec")
-    judge: str = Field("offline", description="'offline', 'cascade:MODEL', or a litellm model string")
-    judge_api_base: str | None = None
+    judge: str = Field("offline", description="'offline', 'cascade:JUDGE', a judge plugin, or a litellm model string")
+    judge_api_base: str | None = Field(None, description="the judge's server (a local one needs no key)")
     judge_api_key: SecretStr | None = None
-    judge_timeout_s: float = Field(20.0, gt=0)
-    judge_max_tokens: int = Field(1024, gt=0, description="caps reasoning judges, which can be baited into long thinking")
+    judge_timeout_s: float = Field(20.0, gt=0, description="deadline of one judge check, queueing included")
+    judge_max_tokens: int | None = Field(None, gt=0, description=(
+        "caps the answer, reasoning included (reasoning judges can be baited into long thinking); "
+        "default 512, or 4096 for a model with a context of 16k tokens or more"))
+    judge_context_tokens: int | None = Field(None, gt=0, description=(
+        "the judge model's context window; default: litellm's figure for known models, else 2048 "
+        "(llama.cpp's default). The prompt is trimmed to leave room for the answer"))
+    judge_structured_output: Literal["auto", "json_schema", "json_object_schema", "guided_json", "json_object",
+                                     "prompt"] = Field("auto", description="how the answer's schema is enforced")
+    judge_concurrency: int = Field(4, ge=1, description="judge calls in flight at once; the rest queue")
+    judge_stream: bool | None = Field(None, description=(
+        "stream judge calls so that an abandoned call stops the server generating; default: on for a "
+        "local server (judge_api_base with an openai/ model), where usage may be litellm's count"))
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     judge_price: Price | None = None
     escalate_below: float = Field(0.8, ge=0, le=1, description="cascade: offline verdicts below this confidence escalate")
+    on_escalation_failure: Literal["offline", "fail_mode"] = Field("offline", description=(
+        "cascade: when the escalation fails, the offline verdict stands (marked degraded), or fail_mode decides"))
     fail_mode: Literal["closed", "open"] = Field("closed", description="what a judge failure or timeout means")
     mode: Literal["enforce", "shadow"] = "enforce"
     stages: list[Literal["input", "output"]] = Field(default_factory=lambda: ["input", "output"])

@@ -181,6 +181,7 @@ class Verdict(_Frozen):
     degraded: bool = False
     degraded_reason: str | None = None
     escalated: bool = False
+    structured_output: str | None = None  # LLM judges: how the answer's schema was enforced
     cache_hit: bool = False
     latency_ms: float = 0.0
     usage: Usage = Usage()

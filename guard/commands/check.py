@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 
-from guard.errors import GuardError
+from guard.commands._judge_flags import add_judge_flags, settings_from
+from guard.errors import ConfigError, GuardError
 
 
 def register(sub) -> None:
     p = sub.add_parser("check", help="judge one prompt (and, with --response, a response); offline by default")
     p.add_argument("prompt", help="the user's message")
     p.add_argument("--policy", action="append", default=[], metavar="PATH", help="policy file or folder (repeatable)")
-    p.add_argument("--judge", default="offline", help="offline (default), cascade:MODEL, or a litellm model string")
-    p.add_argument("--judge-api-base", default=None, help="base URL for the judge model (e.g. a local server)")
     p.add_argument("--response", default=None, help="a response to judge at the output stage")
     p.add_argument("--fail-open", action="store_true", help="a failed judge allows instead of refusing")
+    p.add_argument("--no-probe", action="store_true",
+                   help="skip the start-up check of an LLM judge (reachable, model served, context large enough)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_judge_flags(p)
     p.set_defaults(run=run)
 
 
@@ -24,14 +27,23 @@ def run(args) -> int:
     from guard.pipeline import Guard
     from guard.present import result_json
     from guard.types import decisive
-    from guard.settings import GuardSettings
 
     if not args.prompt.strip():
         raise GuardError("the prompt is empty")
-    settings = GuardSettings(policies=args.policy, judge=args.judge, judge_api_base=args.judge_api_base,
-                             fail_mode="open" if args.fail_open else "closed")
-    guard = Guard.create(settings)
-    result = guard.check_sync([{"role": "user", "content": args.prompt}], response=args.response)
+    settings = settings_from(args, policies=args.policy or None, fail_mode="open" if args.fail_open else None)
+    guard = Guard.create(settings)  # an unknown judge is a ConfigError here, before any waiting
+
+    async def probe_then_check():
+        probe = getattr(guard.judge, "probe", None)
+        if probe is not None and not args.no_probe:
+            ready = await probe()
+            if not ready.ok and not ready.still_decides:
+                raise ConfigError(ready.detail)
+            if not ready.ok:  # a cascade: its offline verdicts stand, and say they are degraded
+                print(f"guard: warning: {ready.detail} (escalations will fail; offline verdicts stand)", file=sys.stderr)
+        return await guard.check([{"role": "user", "content": args.prompt}], response=args.response)
+
+    result = asyncio.run(probe_then_check())
     if args.json:
         print(json.dumps(result_json(result), ensure_ascii=False))
     else:
@@ -51,8 +63,11 @@ def render(result, decisive) -> str:
     lines.append(f"  confidence: {decisive.confidence:.2f}   judge: {decisive.judge}   policy: {result.policy_version}")
     cost = f"${result.judge_cost.usd:.6f}" if result.judge_cost.usd is not None else f"unknown ({result.judge_cost.reason})"
     lines.append(f"  latency:    {result.latency_ms:.1f} ms   judge tokens: {result.judge_usage.total_tokens}   cost: {cost}")
+    if decisive.structured_output:
+        lines.append(f"  output:     {decisive.structured_output} (how the judge's JSON was enforced)")
     if result.degraded:
-        lines.append("  DEGRADED:   the judge failed; this verdict comes from fail_mode")
+        why = next((v.degraded_reason for v in result.verdicts if v.degraded), None) or "the judge failed"
+        lines.append(f"  DEGRADED:   {why}")
     if result.decision.value != "allow" and result.text:
         lines.append(f"  reply:      {result.text}")
     return "\n".join(lines)

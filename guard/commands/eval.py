@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+from guard.commands._judge_flags import add_judge_flags, settings_from
 from guard.errors import GuardError
 
 
@@ -42,12 +43,6 @@ def register(sub) -> None:
     p.add_argument("--stage", choices=["input", "output"], default=None,
                    help="stage to judge (default: output when every row has a response, else input; a --set knows its own)")
     p.add_argument("--policy", action="append", default=[], metavar="PATH", help="policy file or folder (repeatable)")
-    p.add_argument("--judge", default="offline", help="offline (default), cascade:MODEL, or a litellm model string")
-    p.add_argument("--judge-api-base", default=None, metavar="URL", help="base URL for the judge model (e.g. a local server)")
-    p.add_argument("--escalate-below", type=float, default=None, metavar="CONF",
-                   help="cascade: offline verdicts below this confidence go to the model (default 0.8)")
-    p.add_argument("--judge-price", default=None, metavar="IN/OUT",
-                   help="judge price in USD per million input/output tokens, e.g. 0.15/0.60 (default: litellm's price map)")
     p.add_argument("--concurrency", type=int, default=4, metavar="N", help="checks in flight at once (default 4)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N rows")
     p.add_argument("--heldout", action="store_true",
@@ -59,6 +54,7 @@ def register(sub) -> None:
                    help="also judge every row rewrapped by this attack and report flip rates (repeatable; "
                         "'all' for every one, 'list' to list them)")
     p.add_argument("--attack-seed", type=int, default=0, metavar="N", help="seed of the attack transforms (default 0)")
+    add_judge_flags(p)  # every judge setting, over GUARD_* variables
     p.set_defaults(run=run)
 
     conv = p.add_subparsers(dest="eval_command", title="subcommand", metavar="convert", required=False)
@@ -139,20 +135,9 @@ def load_rows(args):
 
 
 def build_guard(args):
-    from pydantic import ValidationError
-
     from guard.pipeline import Guard
-    from guard.settings import GuardSettings
 
-    extra = {}
-    if args.escalate_below is not None:
-        extra["escalate_below"] = args.escalate_below
-    try:
-        settings = GuardSettings(policies=args.policy, judge=args.judge, judge_api_base=args.judge_api_base,
-                                 judge_price=_price(args.judge_price), cache_size=0 if args.no_cache else 10_000, **extra)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise GuardError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    settings = settings_from(args, policies=args.policy or None, cache_size=0 if args.no_cache else None)
     return Guard.create(settings)
 
 
