@@ -1,7 +1,7 @@
 """The sidecar image, built by scripts/image.sh and run as a deployment would run it: read-only root
 filesystem, only /tmp writable, non-root, configured by GUARD_* variables, in front of a fake upstream
 on the host. The official openai client gets an allowed answer, a refusal and a stream through it.
-Needs podman (or docker): .ci/run installs podman, runc and debootstrap; CI must not skip this."""
+Needs podman (or docker): scripts/test.sh installs podman, runc and debootstrap (scripts/system-deps.sh); CI must not skip this."""
 
 from __future__ import annotations
 
