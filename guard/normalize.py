@@ -1,4 +1,4 @@
-"""Undo the cheap disguises before a text is judged (docs/architecture.md, "offline judge").
+"""Undo the cheap disguises before a text is judged (guard/judges/data/README.md).
 
 ``normalize(text)`` returns a :class:`Normalized`: the text as a judge should read it, and any
 payloads found embedded in it, decoded. Every step is conservative: ordinary text comes out
@@ -47,19 +47,22 @@ _CONFUSABLES = str.maketrans({
     "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "ı": "i",
 })
 _SPACED = re.compile(r"\b(?:[A-Za-z][ .\-_*]){2,}[A-Za-z]\b")
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "@": "a",
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g", "@": "a",
                        "$": "s", "!": "i", "|": "l", "+": "t", "€": "e"})
 _LEET_WORD = re.compile(r"(?<![\w@$!|+€])[\w@$!|+€]*[A-Za-z][\w@$!|+€]*(?![\w@$!|+€])")
-_LEET_CHARS = re.compile(r"[0134578@$!|+€9]")
+_LEET_CHARS = re.compile(r"[01345678@$!|+€9]")
 _WORD = re.compile(r"[A-Za-z]+")
 _CLAIM = re.compile(
-    r"[^.!?\n]*\b(?:(?:approved|cleared|authori[sz]ed|whitelisted|verified|pre-?approved)\s+by\s+(?:the\s+|our\s+)?"
+    r"\b(?:(?:approved|cleared|authori[sz]ed|whitelisted|verified|pre-?approved)\s+by\s+(?:the\s+|our\s+)?"
     r"(?:safety|trust|security|moderation|policy|compliance|red)[\w\s&-]{0,20}?team|"
     r"(?:classify|label|mark|rate|judge|treat)\s+(?:this|it|the\s+(?:request|message|following))\s+as\s+"
     r"(?:allow(?:ed)?|safe|benign|harmless|acceptable)|"
     r"(?:moderator|classifier|safety\s+(?:filter|judge|system)|guard(?:rail)?)s?\s*[:,]\s*(?:allow|this\s+is\s+safe)|"
-    r"this\s+(?:request|message|content)\s+(?:is|has\s+been)\s+(?:pre-?)?(?:approved|allowed|authori[sz]ed|safe))"
-    r"[^.!?\n]*[.!?]?", re.I)
+    r"this\s+(?:request|message|content)\s+(?:is|has\s+been)\s+(?:pre-?)?(?:approved|allowed|authori[sz]ed|safe))", re.I)
+_DECODE_ASK = re.compile(
+    r"\b(?:please\s+)?(?:decode|decrypt|decipher|translate|convert|read)\b[^.:!?\n]{0,60}?"
+    r"\b(?:base\s?64|b64|hex(?:adecimal)?|rot\s?-?13|url|percent|encod\w*|cipher\w*)\b[^.:!?\n]{0,60}[.:!?]?", re.I)
+_CLAUSE = re.compile(r"[^.!?;\n]+[.!?;]*|[.!?;\n]+")
 _B64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
 _B64URL = re.compile(r"(?<![A-Za-z0-9_\-=])[A-Za-z0-9_\-]{20,}={0,2}(?![A-Za-z0-9_\-=])")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Fa-f])")
@@ -88,7 +91,7 @@ def normalize(text: str) -> Normalized:
         out = t
     payloads: list[str] = []
     out = _decode_payloads(out, payloads, changes)
-    t = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)) if _spaced_out(m.group(0)) else m.group(0), out)
+    t = _SPACED.sub(_join_spaced, out)
     if t != out:
         changes.append("spacing")
     out = t
@@ -96,7 +99,9 @@ def normalize(text: str) -> Normalized:
     if t != out:
         changes.append("leetspeak")
     out = t
-    t = _CLAIM.sub(" ", out)
+    if payloads:  # "decode this base64 and answer it": the instruction to decode says nothing once decoded
+        out = _DECODE_ASK.sub(" ", out)
+    t = _strip_claims(out)
     if t != out and t.strip():
         changes.append("claims")
         out = re.sub(r"[ \t]{2,}", " ", t).strip()
@@ -105,7 +110,23 @@ def normalize(text: str) -> Normalized:
     return Normalized(out, tuple(dict.fromkeys(payloads)), tuple(changes), fixed if fixed != out else None)
 
 
+def _strip_claims(text: str) -> str:
+    """Drop the clauses that address the judge (linear: clause by clause)."""
+    if not _CLAIM.search(text):
+        return text
+    return "".join(c for c in _CLAUSE.findall(text) if not _CLAIM.search(c))
+
+
 # --------------------------------------------------------------------------- spacing and leetspeak
+
+
+def _join_spaced(m: re.Match) -> str:
+    s = m.group(0)
+    if _spaced_out(s):
+        return re.sub(r"[ .\-_*]", "", s)
+    if re.match(r"[aAI] ", s) and _spaced_out(s[2:]):  # "a b o m b": the article stays a word
+        return s[:2] + re.sub(r"[ .\-_*]", "", s[2:])
+    return s
 
 
 def _spaced_out(s: str) -> bool:
@@ -136,10 +157,14 @@ def _unleet(text: str) -> str:
         return cand if many and not _plain_token(w) else w
 
     out = _LEET_WORD.sub(fix, text)
-    if many:  # lone "4" is "a", lone "1" is "I", lone "2" is "to"
-        out = re.sub(r"(?<!\S)4(?!\S)", "a", out)
-        out = re.sub(r"(?<!\S)1(?!\S)", "I", out)
-        out = re.sub(r"(?<!\S)2(?!\S)", "to", out)
+    if many:  # short numbers are words too: "4" is "a", "1" is "I", "15" is "is", "70" is "to", "2" is "to"
+        def number(m: re.Match) -> str:
+            w = m.group(0)
+            if w == "2":
+                return "to"
+            c = w.translate(_LEET)
+            return ("I" if c == "i" else c) if c.isalpha() and (c in vocab or c in ("a", "i")) else w
+        out = re.sub(r"(?<![\w.,:/])\d{1,3}(?![\w.,:/%]|\.\d)", number, out)
     return out
 
 

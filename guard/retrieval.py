@@ -3,7 +3,7 @@
 BM25 over each rule section (title, definition and examples) is the embedded default: it
 indexes a spec in milliseconds and needs no model. Overview and style sections are always
 included. Retrieval is a quality feature as much as a cost one: reasoning judges decide
-better over a few focused sections than over a whole spec (DESIGN §1).
+better over a few focused sections than over a whole spec.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class BM25Retriever:
     A long query is scored window by window (60 words, 40 apart) and each section keeps its best
     window's score, so benign padding cannot push the sections a request needs out of the top.
     When the process already holds the shared embedder (the offline judge's), the ``dense`` sections
-    closest in meaning to the query's first and last windows (their prose or examples) join the
+    closest in meaning to the query's first and last windows and its two most unusual ones (their prose or examples) join the
     BM25 ones: words an operator's section does not use ("ETF" for "investments") still reach it.
     The embedder is never loaded for retrieval alone."""
 
@@ -105,8 +105,13 @@ class BM25Retriever:
                     texts.append(t), owner.append(i)
             self._dense_index = (emb.embed(texts), owner)
         vecs, owner = self._dense_index
+        from guard.segments import novelty
+
         parts = windows(query) or [query]
-        q = emb.embed(list(dict.fromkeys([parts[0], parts[-1]])))
+        if len(parts) > 2:  # the ends, and the two pieces least like the rest (a request hidden in padding)
+            nov = novelty(parts)
+            parts = [parts[0], parts[-1]] + [parts[i] for i in sorted(range(len(parts)), key=lambda i: -nov[i])[:2]]
+        q = emb.embed(list(dict.fromkeys(parts)))
         sims = (q @ vecs.T).max(0)
         best = [0.0] * len(self._rules)
         for j, i in enumerate(owner):

@@ -1,16 +1,18 @@
-"""Split a conversation into the pieces a judge scores (docs/architecture.md, "offline judge").
+"""Split a conversation into the pieces a judge scores (guard/judges/data/README.md).
 
 Every message of every role (system, developer, user, assistant, tool) is read, after
-normalisation (guard.normalize). A message longer than one segment is cut into overlapping
-windows of words, so that benign padding around a request cannot dilute it: the judge scores
-each segment and the worst one decides. Decoded payloads (base64 and the like) are segments
+normalisation (guard.normalize). A message longer than one segment (40 words) is cut into
+its sentences, and a sentence longer than 24 words into windows of 24 words, 8 apart, so that
+benign padding around a request cannot dilute it: the judge scores each segment and the worst one decides. Segments of
+fewer than four words are read only in the joined view below. Decoded payloads (base64 and the like) are segments
 of their own. One more segment views the last user turns together, so that a request split
 across turns is judged as one.
 
 Cost is bounded: at most ``cap`` segments are scored. When there are more, the ones kept are
 (1) each payload and the joined-turns view, (2) the first and last window of the latest user
 turn and every short message among the last few, then (3) the windows with the highest cheap
-pre-score (a lexical score against the spec's action sections, computed in microseconds), in
+pre-score (a lexical score against the spec's action sections plus how unlike the rest of the
+conversation a window's words are, so repeated padding ranks low; microseconds), in
 conversation order. Text beyond ``max_words`` words per message is read only at its two ends
 (the hardening settings bound what a check reads in total).
 """
@@ -36,20 +38,36 @@ class Segment:
     last: bool = True  # the last window of its message
 
 
-def windows(text: str, words: int = 60, stride: int = 40, max_words: int = 4000) -> list[str]:
-    """Overlapping windows of ``words`` words, ``stride`` apart; the last one ends at the text's end."""
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n+|$)")
+
+
+def windows(text: str, words: int = 40, stride: int = 4, max_words: int = 4000, span: int = 16) -> list[str]:
+    """A text of more than ``words`` words, as its sentences (a request is usually a sentence: the
+    padding sentences around it stay out of its piece); a sentence longer than ``span`` words is
+    read as windows of ``span`` words, ``stride`` apart, so that any run of ``span - stride``
+    words (a request glued to padding without punctuation) lies whole inside one window. A short
+    text is one piece."""
     spans = [m.span() for m in _WORDS.finditer(text)]
-    if len(spans) <= words + stride // 2:
+    if len(spans) <= words:
         return [text.strip()] if text.strip() else []
     if len(spans) > max_words:  # read both ends of an enormous message
-        spans = spans[: max_words // 2] + spans[-max_words // 2:]
-    starts = list(range(0, len(spans) - words + 1, stride))
-    if starts[-1] + words < len(spans):
-        starts.append(len(spans) - words)
-    return [text[spans[s][0]: spans[min(s + words, len(spans)) - 1][1]] for s in starts]
+        cut_a, cut_b = spans[max_words // 2 - 1][1], spans[-max_words // 2][0]
+        return windows(text[:cut_a], words, stride, max_words, span) + windows(text[cut_b:], words, stride, max_words, span)
+    out: list[str] = []
+    for m in _SENTENCE.finditer(text):
+        ws = m.group(0).split()
+        if len(ws) <= span:
+            if ws:
+                out.append(" ".join(ws))
+            continue
+        starts = list(range(0, len(ws) - span + 1, stride))
+        if starts[-1] + span < len(ws):
+            starts.append(len(ws) - span)
+        out += [" ".join(ws[i:i + span]) for i in starts]
+    return out
 
 
-def message_segments(role: str, turn: int, text: str, words: int = 60, stride: int = 40) -> list[Segment]:
+def message_segments(role: str, turn: int, text: str, words: int = 40, stride: int = 8) -> list[Segment]:
     norm = normalize(text)
     parts = windows(norm.text, words, stride)
     out = [Segment(p, role, turn, "message" if len(parts) == 1 else "window", i == 0, i == len(parts) - 1)
@@ -59,14 +77,18 @@ def message_segments(role: str, turn: int, text: str, words: int = 60, stride: i
     return out
 
 
-def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 60, stride: int = 40, cap: int = 12,
+def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 40, stride: int = 8, cap: int = 12,
                           prescore: Callable[[str], float] | None = None, recent: int = 4) -> list[Segment]:
     """Segments of a conversation given as (role, text) pairs, at most ``cap`` of them."""
     segs: list[Segment] = []
+    users = [(i, t) for i, (r, t) in enumerate(messages) if r == "user" and t and t.strip()]
     for i, (role, text) in enumerate(messages):
         if text and text.strip():
             segs += message_segments(role, i, text, words, stride)
-    users = [(i, t) for i, (r, t) in enumerate(messages) if r == "user" and t and t.strip()]
+    seen: set[str] = set()
+    segs = [s for s in segs if not (s.text in seen or seen.add(s.text))]  # repeated padding is read once
+    if len(segs) > 1:  # a few words alone ("Go on.", "and then?") say nothing: the joined view reads them
+        segs = [s for s in segs if len(s.text.split()) >= 4 or s.kind == "payload"] or segs[-1:]
     if len(users) >= 2:
         joined = normalize(" ".join(t for _, t in users[-3:])).text
         tail = _WORDS.findall(joined)
@@ -86,6 +108,25 @@ def cap_segments(segs: list[Segment], cap: int, prescore: Callable[[str], float]
     must = must[:cap]
     rest = [i for i in range(len(segs)) if i not in set(must)]
     score = prescore or (lambda _t: 0.0)
-    rest.sort(key=lambda i: (-score(segs[i].text), -segs[i].turn, i))
+    novel = _novelty(segs)
+    rest.sort(key=lambda i: (-(score(segs[i].text) + novel[i]), -segs[i].turn, i))
     keep = sorted(set(must) | set(rest[: max(cap - len(must), 0)]))
     return [segs[i] for i in keep]
+
+
+def _novelty(segs: list[Segment]) -> list[float]:
+    return novelty([s.text for s in segs])
+
+
+def novelty(texts: list[str]) -> list[float]:
+    """How unlike the rest of the conversation each piece's words are (mean inverse document
+    frequency): repeated padding scores low, the one request hidden in it high."""
+    import math
+
+    docs = [set(w.lower() for w in _WORDS.findall(t)) for t in texts]
+    df: dict[str, int] = {}
+    for d in docs:
+        for w in d:
+            df[w] = df.get(w, 0) + 1
+    n = len(docs)
+    return [sum(math.log(n / df[w]) for w in d) / max(len(d), 1) for d in docs]

@@ -6,7 +6,8 @@ __all__ = ["Case", "Deliberator", "Judgment", "make_judge"]
 
 
 def make_judge(spec: str, **settings):
-    """Map a judge setting to a judge: ``offline``, ``cascade:MODEL`` or a litellm MODEL string."""
+    """Map a judge setting to a judge: ``offline``, ``offline:PATH`` (fitted by fit_policy), ``cascade:MODEL``
+    or a litellm MODEL string."""
     from guard.errors import ConfigError
 
     spec = (spec or "").strip()
@@ -16,10 +17,15 @@ def make_judge(spec: str, **settings):
         from guard.judges.offline import OfflineJudge
 
         return OfflineJudge()
-    if spec == "offline:precedent":
-        from guard.judges.offline import PrecedentJudge
+    if spec.startswith("offline:"):  # a spec fitted by guard.judges.fit_sections.fit_policy
+        from pathlib import Path
 
-        return PrecedentJudge()
+        from guard.judges.offline import OfflineJudge
+
+        path = Path(spec.removeprefix("offline:")).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"offline judge: no fitted policy file at {path}")
+        return OfflineJudge(policy_fit=path)
     if spec.startswith("cascade:"):
         from guard.judges.cascade import CascadeJudge
         from guard.judges.llm import LLMJudge

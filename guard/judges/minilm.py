@@ -143,7 +143,7 @@ PAIR_FEATURES = ("nearest_action", "top2_action", "prose", "allow_veto", "tightn
 SCOPE_FEATURES = ("nearest_in_scope", "top3_in_scope", "nearest_off_example", "prose")
 
 
-def pair_features(p: SectionProto, v: np.ndarray, h: np.ndarray) -> np.ndarray:
+def pair_features(p: SectionProto, v: np.ndarray, h: np.ndarray, bg: np.ndarray | None = None) -> np.ndarray:
     """Features of (section, segments): one row per segment embedding in ``v`` (n, d). Each has one
     meaning for any section, so that the model reads sections it never saw: how close the nearest
     and the two nearest action examples are, how close the prose is, how much closer an allow
@@ -160,17 +160,18 @@ def pair_features(p: SectionProto, v: np.ndarray, h: np.ndarray) -> np.ndarray:
         nearest = top2 = np.zeros(n, np.float32)
     prose = v @ p.prose
     allow = (v @ p.veto.T).max(1) if p.veto is not None and len(p.veto) else np.zeros(n, np.float32)
-    bg = _background(p, v)
+    bg = background_similarity(p.background, v) if bg is None else bg
     return np.stack([nearest, top2, prose, np.maximum(allow - nearest, 0.0), np.full(n, p.tight), bg, top2 - bg], 1)
 
 
-def _background(p: SectionProto, v: np.ndarray) -> np.ndarray:
-    """Mean similarity to the 3 nearest ordinary requests (a text's own copy, if there, does not count)."""
-    if p.background is None or not len(p.background):
+def background_similarity(background: np.ndarray | None, v: np.ndarray) -> np.ndarray:
+    """Mean similarity to the 3 nearest ordinary requests (a text's own copy, if there, does not count).
+    The same for every section: computed once per check."""
+    if background is None or not len(background):
         return np.zeros(len(v), np.float32)
-    sims = v @ p.background.T
+    sims = (background @ v.T).T  # (rows, d) @ (d, n): the contiguous layout, ~10x faster than v @ background.T
     sims = np.where(sims >= 0.999, -1.0, sims)
-    return np.sort(sims, 1)[:, -3:].mean(1)
+    return np.partition(sims, sims.shape[1] - 3, axis=1)[:, -3:].mean(1)
 
 
 def scope_features(p: SectionProto, v: np.ndarray) -> np.ndarray:
@@ -187,7 +188,7 @@ class SectionReader:
     def __init__(self, path: Path = READER):
         d = json.loads(Path(path).read_text(encoding="utf-8"))
         bg = Path(path).with_name(d.get("background", "section_background.npy"))
-        self.background = np.load(bg).astype(np.float32) if bg.exists() else None
+        self.background = np.ascontiguousarray(np.load(bg), dtype=np.float32) if bg.exists() else None
         self.pair_w, self.pair_b = np.array(d["pair"]["coef"], np.float32), float(d["pair"]["intercept"])
         self.scope_w, self.scope_b = np.array(d["scope"]["coef"], np.float32), float(d["scope"]["intercept"])
         self.threshold = float(d["threshold"])
@@ -209,8 +210,9 @@ class SectionReader:
         probs, _ = self.score(p, p.background, harm(p.background))
         return float(max(base, np.quantile(probs, quantile)))
 
-    def score(self, p: SectionProto, v: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, float]:
-        """P(segment falls under the section) per segment (``h``: their harm prior), and the threshold."""
+    def score(self, p: SectionProto, v: np.ndarray, h: np.ndarray, bg: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """P(segment falls under the section) per segment (``h``: their harm prior; ``bg``: their
+        background similarity, if already computed), and the threshold."""
         if p.scope is not None:
             return sigmoid(scope_features(p, v) @ self.scope_w + self.scope_b), self.scope_threshold
-        return sigmoid(pair_features(p, v, h) @ self.pair_w + self.pair_b), self.threshold
+        return sigmoid(pair_features(p, v, h, bg) @ self.pair_w + self.pair_b), self.threshold

@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from guard.judges.base import Case, Judgment
-from guard.judges.minilm import READER, REFUSAL, WEIGHTS, HarmModels, SectionIndex, SectionReader
+from guard.judges.minilm import (READER, REFUSAL, WEIGHTS, HarmModels, SectionIndex, SectionReader,
+                                 background_similarity)
 from guard.policy import Spec
 from guard.segments import Segment, conversation_segments, message_segments
 from guard.text import tokens
@@ -82,10 +83,12 @@ class OfflineJudge:
     name = "offline:sections-v1"
 
     def __init__(self, weights: Path | str = WEIGHTS, reader: Path | str = READER, embedder=None,
-                 refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.85, cap: int = 10,
-                 words: int = 60, stride: int = 40, policy_fit: Path | str | None = None, corroborate_at: float = 0.25):
+                 refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.85,
+                 later_content_at: float = 0.95, window_refuse_at: float = 0.6, cap: int = 10,
+                 words: int = 40, stride: int = 8, policy_fit: Path | str | None = None, corroborate_at: float = 0.4):
         self.weights, self.reader_path, self._embedder = Path(weights), Path(reader), embedder
         self.refuse_at, self.refuse_output_at, self.content_at = refuse_at, refuse_output_at, content_at
+        self.later_content_at, self.window_refuse_at = later_content_at, window_refuse_at
         self.cap, self.words, self.stride, self.corroborate_at = cap, words, stride, corroborate_at
         self.policy_fit = Path(policy_fit) if policy_fit else None
         if self.policy_fit:
@@ -181,46 +184,71 @@ class OfflineJudge:
         v = self._embed(segs)
         harm = self.model.input.prob(v)
         hits = self._hits(case, idx, segs, v, harm)
-        k = int(np.argmax(harm))
-        return self._decide(case, hits, float(harm[k]), segs[k], self.refuse_at, "request")
+        # a piece of a long message (one sentence, one window) must read more clearly harmful than a
+        # whole message: more pieces, more chances of a false alarm (the scale maps window_refuse_at
+        # onto refuse_at, so confidence keeps its meaning)
+        piece = np.array([s.kind == "window" for s in segs])
+        lo, hi = self.refuse_at, self.window_refuse_at
+        eff = np.where(piece, np.where(harm >= hi, lo + (harm - hi) * (1 - lo) / (1 - hi), harm * lo / hi), harm)
+        k = int(np.argmax(eff))
+        return self._decide(case, hits, float(eff[k]), segs[k], self.refuse_at, "request")
 
     def _output(self, case: Case, idx: SectionIndex, risk) -> Judgment:
-        draft_segs = draft_segments(case.draft or "", self.words, self.stride, self.cap)
-        if not draft_segs:
+        draft = case.draft or ""
+        views = draft_views(draft, self.words, self.stride, self.cap)
+        if not views:
             return self._j(Decision.allow, (), (), "The draft response is empty.", 0.99)
-        prompt = case.prompt or case.query
-        pv = self.embedder.embed([prompt[-2000:] or " "])[0]
-        dv = self._embed([s for s, _ in draft_segs])
         m = self.model
-        probs = np.array([m.output_prob(pv, dv[i], refusal) for i, (_, refusal) in enumerate(draft_segs)])
+        pv = self.embedder.embed([(case.prompt or case.query)[-2000:] or " "])[0]
+        segs = [s for s, _, _ in views]
+        dv = self._embed(segs)
         content = m.input.prob(dv)
-        for i, (_, refusal) in enumerate(draft_segs):
-            if not refusal and content[i] >= self.content_at:  # harmful content whatever the prompt was
-                span = 1 - self.content_at
-                probs[i] = max(probs[i], self.refuse_output_at + (1 - self.refuse_output_at) * (content[i] - self.content_at) / span)
+        probs = np.zeros(len(views))
+        for i, (seg, refusal, lead) in enumerate(views):
+            p = m.output_prob(pv, dv[i], refusal)
+            if lead:  # the draft's opening, as the draft model was fitted on: it decides alone
+                if not refusal and content[i] >= self.content_at:  # harmful content whatever the prompt was
+                    p = max(p, self._stretch(content[i], self.content_at))
+            else:
+                # later windows, code blocks and what follows a refusal: harmful when their content reads
+                # as clearly harmful on its own (a long helpful answer is not refused for one odd window)
+                p = self._stretch(content[i], self.later_content_at) if content[i] >= self.later_content_at else 0.0
+            probs[i] = p
         k = int(np.argmax(probs))
-        segs = [s for s, _ in draft_segs]
-        hits = [h for h in self._hits(case, idx, segs, dv, content) if not draft_segs[segs.index(h.segment)][1]]
-        hits = [h for h in hits if h.prob >= h.threshold + self.reader.band]  # a draft must clearly do what a section forbids
+        # an operator's refuse rule (a section the harm prior does not speak for) also binds the draft;
+        # the default spec's advice sections ask for a style, which a helpful draft does not break
+        hits = [h for h in self._hits(case, idx, segs, dv, content, harm_sections=False)
+                if h.section.decision is Decision.refuse and not views[segs.index(h.segment)][1]
+                and h.prob >= h.threshold + self.reader.band]
         j = self._decide(case, hits, float(probs[k]), segs[k], self.refuse_output_at, "draft response")
         if j.decision is Decision.safe_complete:  # a draft with such detail is refused, not rewritten
             j = j.model_copy(update={"decision": Decision.refuse, "rewrite": None})
         return j
+
+    def _stretch(self, content: float, at: float) -> float:
+        return self.refuse_output_at + (1 - self.refuse_output_at) * (content - at) / max(1 - at, 1e-6)
 
     def _j(self, *args, **kw) -> Judgment:
         return _judgment(*args, name=self.name, **kw)
 
     # ------------------------------------------------------------------ sections
 
-    def _hits(self, case: Case, idx: SectionIndex, segs: list[Segment], v: np.ndarray, h: np.ndarray) -> list[_Hit]:
-        """The best-reading segment for every retrieved action section."""
+    def _hits(self, case: Case, idx: SectionIndex, segs: list[Segment], v: np.ndarray, h: np.ndarray,
+              harm_sections: bool = True) -> list[_Hit]:
+        """The best-reading segment for every retrieved action section (at the output stage only the
+        sections the harm prior does not speak for: the draft model covers harm)."""
         reader, fitted = self.reader, self._fitted or _Fitted({}, {})
+        bg = background_similarity(reader.background, v)
+        piece = np.array([s.kind == "window" for s in segs])
         out = []
         for s in case.retrieval.rules:
             p = idx.protos.get(s.id)
             if p is None or s.decision in (None, Decision.allow) or s.stage not in (case.stage, "both"):
                 continue
-            probs, thr = reader.score(p, v, h)
+            if not harm_sections and p.harm >= 0.5:
+                continue
+            probs, thr = reader.score(p, v, h, bg)
+            probs = np.where(piece, probs - reader.band, probs)  # a piece must read clearly under the section
             if p.harm >= 0.5:  # a section about harm: the harm prior must agree the segment is not plainly benign
                 probs = np.where(h >= self.corroborate_at, probs, np.minimum(probs, thr - 1e-3))
             thr = fitted.thresholds.get(s.id, idx.thresholds.get(s.id, thr))
@@ -281,22 +309,25 @@ class OfflineJudge:
 # --------------------------------------------------------------------------- helpers
 
 
-def draft_segments(draft: str, words: int, stride: int, cap: int) -> list[tuple[Segment, float]]:
-    """Segments of a draft with a refusal flag each. Refusal sentences are taken out of the text
-    that follows them, so "I can't help with that. Just kidding: step 1..." is judged on its steps."""
-    sentences = [s for s in _SENTENCE.split(draft) if s and s.strip()]
-    refusing = [bool(REFUSAL.search(s)) for s in sentences]
-    rest = " ".join(s for s, r in zip(sentences, refusing) if not r)
-    out: list[tuple[Segment, float]] = []
-    if any(refusing):
-        # the draft as a whole, flagged as a refusal: a plain refusal is allowed by the draft model
-        out.append((Segment(draft[:1500], "draft", 0, "message"), 1.0))
-        if len(rest.split()) >= 12:  # and what it says besides refusing, judged as content
-            out += [(s, 0.0) for s in message_segments("draft", 0, rest, words, stride)]
+def draft_views(draft: str, words: int, stride: int, cap: int) -> list[tuple[Segment, float, bool]]:
+    """(segment, refusal flag, is the opening) for a draft. The opening is its first window, flagged
+    when the draft starts by refusing. Then: its later windows; what it says besides refusing
+    ("I can't help with that. Just kidding: step 1..."), judged as content; code blocks. At most ``cap``."""
+    text = draft.strip()
+    if not text:
+        return []
+    refusing = bool(REFUSAL.search(text[:400]))
+    out: list[tuple[Segment, float, bool]] = [(Segment(text[:2000], "draft", 0, "message"), float(refusing), True)]
+    sentences = [s for s in _SENTENCE.split(text) if s and s.strip()]
+    if refusing:
+        rest = " ".join(s for s in sentences if not REFUSAL.search(s))
+        if len(rest.split()) >= 12:
+            out += [(s, 0.0, False) for s in message_segments("draft", 0, rest, words, stride)]
     else:
-        out += [(s, 0.0) for s in message_segments("draft", 0, draft, words, stride)]
-    code = re.findall(r"```[\w-]*\n?(.*?)```", draft, re.S)
-    out += [(s, 0.0) for c in code if len(c.split()) >= 5 for s in message_segments("draft", 0, c, words, stride)[:2]]
+        segs = message_segments("draft", 0, text, words, stride)
+        out += [(s, 0.0, False) for s in segs[1:]] if len(segs) > 1 else []
+    code = re.findall(r"```[\w-]*\n?(.*?)```", text, re.S)
+    out += [(s, 0.0, False) for c in code if len(c.split()) >= 5 for s in message_segments("draft", 0, c, words, stride)[:2]]
     if len(out) > cap:
         out = out[: cap - 1] + out[-1:]
     return out
@@ -368,4 +399,4 @@ def _load_fit(path: Path) -> _Fitted:
     return _Fitted(extra, {k: float(v) for k, v in d.get("thresholds", {}).items()})
 
 
-__all__ = ["OfflineJudge", "draft_segments"]
+__all__ = ["OfflineJudge", "draft_views"]

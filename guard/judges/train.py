@@ -1,4 +1,4 @@
-"""Fit the offline judge's classifiers from the public sets in ../shared/evaldata (DESIGN §8).
+"""Fit the offline judge's classifiers from the public sets in ../shared/evaldata.
 
     python -m guard.judges.train [--data ../shared/evaldata] [--out guard/judges/data/offline_judge.npz]
 
