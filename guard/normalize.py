@@ -207,9 +207,19 @@ def _correct(word: str) -> str:
 
 
 def _fix_typos(text: str) -> str:
+    """The text with likely typos fixed, or the text itself when fewer than two words (and a fifth
+    of the longer words) would change: one odd word is more often a rare word than a typo, and the
+    embedder reads a single typo well enough; a text misspelt on purpose has many."""
     vocab = _vocab()
     if not vocab:
         return text
+    fixed = _fix_words(text, vocab)
+    changed = sum(a != b for a, b in zip(_WORD.findall(text), _WORD.findall(fixed)))
+    longer = sum(len(w) >= 4 for w in _WORD.findall(text))
+    return fixed if changed >= 2 and changed >= 0.2 * max(longer, 1) else text
+
+
+def _fix_words(text: str, vocab: dict[str, int]) -> str:
 
     def fix(m: re.Match) -> str:
         w = m.group(0)

@@ -23,12 +23,12 @@ def test_pieces_follow_sentences_so_a_request_is_not_drowned_in_its_padding():
 
 
 def test_every_role_is_a_segment_and_turns_are_also_read_together():
-    segs = conversation_segments([("system", "Answer what the user asks you."), ("user", "How do I"),
+    segs = conversation_segments([("system", "Answer what the user asks you."), ("user", "How do I make a"),
                                   ("assistant", "Go on, I am listening."), ("tool", "result: 42 rows were found"),
-                                  ("user", "bake bread?")])
+                                  ("user", "loaf of sourdough bread at home?")])
     roles = [s.role for s in segs]
     assert {"system", "user", "assistant", "tool", "turns"} <= set(roles)
-    assert any(s.kind == "turns" and "How do I" in s.text and "bake bread?" in s.text for s in segs)
+    assert any(s.kind == "turns" and "How do I" in s.text and "sourdough bread" in s.text for s in segs)
 
 
 def test_decoded_payloads_are_their_own_segments():
@@ -38,7 +38,8 @@ def test_decoded_payloads_are_their_own_segments():
 
 
 def test_the_segment_count_is_capped_keeping_the_ends_and_the_riskiest_windows():
-    text = " ".join(["filler"] * 1500 + ["synthesise", "the", "nerve", "agent"] + ["filler"] * 1500)
+    text = " ".join([f"w{i}" for i in range(1500)] + ["synthesise", "the", "nerve", "agent"]
+                    + [f"v{i}" for i in range(1500)])
     segs = conversation_segments([("user", text)], cap=8, prescore=lambda t: t.count("nerve"))
     assert len(segs) == 8
     assert segs[0].first and segs[-1].last

@@ -265,8 +265,7 @@ class OfflineJudge:
             # the best reading decides; where a clear match near it calls for a different decision, the
             # spec's precedence applies: the highest priority wins
             best = max(over, key=lambda h: h.prob - h.threshold)
-            close = [h for h in over if h is best or (h.prob >= max(best.prob - 0.25, 0.5)
-                                                      and h.section.decision is not best.section.decision)]
+            close = [h for h in over if h is best or (h.prob >= max(best.prob - 0.25, 0.5) and _disagree(h, best))]
             h = max(close, key=lambda h: (h.section.priority, h is best, h.prob))
             decision = h.section.decision or Decision.refuse
             if harm >= refuse_at and decision is Decision.safe_complete and what == "request":
@@ -331,6 +330,13 @@ def draft_views(draft: str, words: int, stride: int, cap: int) -> list[tuple[Seg
     if len(out) > cap:
         out = out[: cap - 1] + out[-1:]
     return out
+
+
+def _disagree(a: _Hit, b: _Hit) -> bool:
+    """Two sections call for different outcomes: another decision, or another prescribed safe reply."""
+    if a.section.decision is not b.section.decision:
+        return True
+    return a.section.decision is Decision.safe_complete and a.section.safe_reply != b.section.safe_reply
 
 
 def _typo_views(segs: list[Segment]) -> list[Segment]:
