@@ -37,7 +37,6 @@ import glob
 import gzip
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +46,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "evaldata"
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "offline_judge.npz"
 FIT_FRACTION = 0.5
 
-from guard.judges.minilm import REFUSAL, InputModel, output_features  # noqa: E402  (the runtime parts)
+from guard.judges.minilm import REFUSAL, InputModel, output_features  # noqa: E402,F401  (the runtime parts, re-exported)
 
 
 def fold(dataset: str, key: str, fit_fraction: float = FIT_FRACTION) -> str:
