@@ -8,6 +8,7 @@ better over a few focused sections than over a whole spec.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +32,17 @@ class Retrieval:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(s.id for s in self.sections)
+
+
+_SCOPE = re.compile(r"\b(?:off[- ]topic|on[- ]topic|stay on|unrelated to|outside (?:the|its|our|this|that|of)|"
+                    r"out of scope|only (?:help|answer|discuss|talk)|not (?:related|about) (?:to )?)", re.I)
+
+
+def is_scope_section(s: PolicySection) -> bool:
+    """A "stay on topic" rule: it forbids everything outside what the policy is for, so it applies to
+    every request (retrieval always includes it; the offline judge scores distance from the scope)."""
+    return s.kind == "rule" and s.decision is not None and s.decision.value != "allow" and \
+        bool(_SCOPE.search(f"{s.title}\n{s.body}"))
 
 
 class Retriever(Protocol):
@@ -60,7 +72,8 @@ class BM25Retriever:
     When the process already holds the shared embedder (the offline judge's), the ``dense`` sections
     closest in meaning to the query's first and last windows and its two most unusual ones (their prose or examples) join the
     BM25 ones: words an operator's section does not use ("ETF" for "investments") still reach it.
-    The embedder is never loaded for retrieval alone."""
+    The embedder is never loaded for retrieval alone. "Stay on topic" sections are always included:
+    what they forbid is everything else."""
 
     name = "bm25"
 
@@ -74,6 +87,7 @@ class BM25Retriever:
         corpus = [tokens(f"{s.title} {s.title} {s.render()}") or ["_"] for s in self._rules]
         self._index.index(corpus, show_progress=False)
         self._dense_index = None
+        self._scope = [s for s in self._rules if is_scope_section(s)]
 
     def scores(self, query: str, stage: Stage) -> list[tuple[PolicySection, float]]:
         from guard.segments import windows
@@ -131,6 +145,11 @@ class BM25Retriever:
             chosen.append((section, score))
             budget -= section.tokens
         have = {s.id for s, _ in chosen}
+        for section in self._scope:  # a stay-on-topic rule applies to every request
+            if section.id not in have and section.stage in (stage, "both"):
+                chosen.append((section, 0.0))
+                have.add(section.id)
+                budget -= section.tokens
         for section, sim in self.dense_scores(query, stage)[: self.dense]:
             if section.id not in have and sim >= 0.3 and (section.tokens <= budget or not chosen):
                 chosen.append((section, sim))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from guard.retrieval import is_scope_section
 from guard.types import Decision, PolicySection
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -36,8 +37,6 @@ REFUSAL = re.compile(
     r"i'm not going to|i do not feel comfortable|i don't feel comfortable|cannot (?:provide|assist|help|fulfill))\b",
     re.I)
 
-SCOPE = re.compile(r"\b(?:off[- ]topic|on[- ]topic|stay on|unrelated to|outside (?:the|its|our|this|that|of)|"
-                   r"out of scope|only (?:help|answer|discuss|talk)|not (?:related|about) (?:to )?)", re.I)
 _ALLOWED_PARA = re.compile(r"^\s*(?:allowed|in scope|on topic)\s*:\s*(.+?)(?:\n\s*\n|\Z)", re.I | re.M | re.S)
 
 
@@ -81,10 +80,6 @@ class HarmModels:
 
 
 # --------------------------------------------------------------------------- reading sections
-
-
-def is_scope_section(s: PolicySection) -> bool:
-    return s.decision is not None and s.decision is not Decision.allow and bool(SCOPE.search(f"{s.title}\n{s.body}"))
 
 
 @dataclass
