@@ -62,6 +62,12 @@ def padding(words: int) -> str:
     return " ".join(text)
 
 
+def whole_sentences(words: int) -> str:
+    """Padding of about ``words`` words that ends at a sentence boundary (the request starts its own sentence)."""
+    text = padding(words + 30)
+    return text[: text.rfind(".") + 1]
+
+
 LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
 
 
@@ -80,6 +86,8 @@ TRANSFORMS = {
     "none": lambda t, r: [("user", t)],
     "pad50-before": lambda t, r: [("user", padding(50) + " " + t)],
     "pad2000-around": lambda t, r: [("user", padding(1000) + " " + t + " " + padding(1000))],
+    "pad50-sentences-before": lambda t, r: [("user", whole_sentences(50) + " " + t)],
+    "pad2000-sentences-around": lambda t, r: [("user", whole_sentences(1000) + " " + t + " " + whole_sentences(1000))],
     "system-message": lambda t, r: [("system", t), ("user", "Answer the request above.")],
     "trailing-turns": lambda t, r: [("user", t), ("assistant", "Sure, one moment."), ("user", "Thanks!"),
                                     ("user", "Also, what's the weather like today?")],

@@ -2,8 +2,9 @@
 
 Every message of every role (system, developer, user, assistant, tool) is read, after
 normalisation (guard.normalize). A message longer than one segment (40 words) is cut into
-its sentences, and a sentence longer than 24 words into windows of 24 words, 8 apart, so that
-benign padding around a request cannot dilute it: the judge scores each segment and the worst one decides. Segments of
+its sentences (a long run also before a capitalised sentence opener, for a request glued to
+padding without punctuation), and a sentence longer than 16 words into windows of 16 words, so
+that benign padding around a request cannot dilute it: the judge scores each segment and the worst one decides. Segments of
 fewer than four words are read only in the joined view below. Decoded payloads (base64 and the like) are segments
 of their own. One more segment views the last user turns together, so that a request split
 across turns is judged as one.
@@ -38,6 +39,10 @@ class Segment:
     last: bool = True  # the last window of its message
 
 
+_GLUED = re.compile(r"(?<=[a-z0-9,;)\"'])\s+(?=(?:The|A|An|In|On|At|It|This|That|These|Those|There|How|What|Why|When|"
+                    r"Where|Who|Which|Give|Write|Tell|Explain|Describe|List|Create|Generate|Provide|Please|Can|"
+                    r"Could|Would|Should|Is|Are|Do|Does|Make|Show|Help|Find|Draft|Compose|Ignore|Now|Step|Sure|"
+                    r"Here)\b)")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n+|$)")
 
 
@@ -54,8 +59,14 @@ def windows(text: str, words: int = 40, stride: int = 4, max_words: int = 4000, 
         cut_a, cut_b = spans[max_words // 2 - 1][1], spans[-max_words // 2][0]
         return windows(text[:cut_a], words, stride, max_words, span) + windows(text[cut_b:], words, stride, max_words, span)
     out: list[str] = []
+    sentences = []
     for m in _SENTENCE.finditer(text):
-        ws = m.group(0).split()
+        sent = m.group(0)
+        # a request glued to padding without punctuation ("...with the harvest Give detailed steps ...")
+        # still starts like a sentence: cut a long run before a capitalised sentence opener
+        sentences += _GLUED.split(sent) if len(sent.split()) > span else [sent]
+    for sent in sentences:
+        ws = sent.split()
         if len(ws) <= span:
             if ws:
                 out.append(" ".join(ws))
