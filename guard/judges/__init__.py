@@ -36,7 +36,9 @@ def judge_settings(s) -> dict[str, Any]:
 
 
 def make_judge(spec: str, **settings):
-    """Map a judge setting to a judge (see the module docstring); a name that maps to none is a ConfigError."""
+    """Map a judge setting to a judge (see the module docstring): ``offline``, ``offline:PATH`` (a spec fitted
+    by guard.judges.fit_sections.fit_policy), ``cascade:MODEL``, a plugin or a litellm model string; a name that
+    maps to none is a ConfigError."""
     spec = (spec or "").strip()
     if not spec:
         raise ConfigError("judge must be 'offline', 'cascade:JUDGE', a plugin name or a litellm model string")
@@ -44,10 +46,15 @@ def make_judge(spec: str, **settings):
         from guard.judges.offline import OfflineJudge
 
         return OfflineJudge()
-    if spec == "offline:precedent":
-        from guard.judges.offline import PrecedentJudge
+    if spec.startswith("offline:"):  # a spec fitted by guard.judges.fit_sections.fit_policy
+        from pathlib import Path
 
-        return PrecedentJudge()
+        from guard.judges.offline import OfflineJudge
+
+        path = Path(spec.removeprefix("offline:")).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"offline judge: no fitted policy file at {path}")
+        return OfflineJudge(policy_fit=path)
     if spec.startswith("cascade:"):
         from guard.judges.cascade import CascadeJudge
 

@@ -1,360 +1,213 @@
-"""The embedding judge: a fitted classifier decides, the spec's precedents explain.
+"""The offline judge's fitted parts, on MiniLM embeddings (numpy only; fitted by guard.judges.train).
 
-Per check (DESIGN §4 contract):
-1. **Decision.** The conversation is embedded with MiniLM (guard.embedding; long texts as
-   several windows). At the input stage a small MLP over each window's embedding
-   gives the probability that the request is harmful; the most harmful window counts. At the
-   output stage a second regression over (prompt, draft response) gives the probability that
-   the draft itself is harmful: a draft that refuses or stays general is allowed even after a
-   bad prompt. The weights come from ``guard/judges/data/offline_judge.npz``, fitted by
-   ``python -m guard.judges.train`` (which data, which split: see that module).
-2. **Citations.** Among the *retrieved* rule sections, the one whose precedents (the spec's
-   labelled examples) and definition are closest in embedding space is cited, with its
-   closest precedent and the closest precedent on the other side. When several sections
-   match almost equally, the highest priority wins, as the spec's precedence notes say.
-3. **Category decisions.** The cited section's decision applies: ``refuse``, or
-   ``safe_complete`` with the section's ``safe_reply`` as the rewrite (self-harm). A request
-   the classifier finds harmless but that sits on a ``safe_complete`` precedent (personal
-   medical, legal, financial questions) is safe-completed too.
-4. **Confidence** is the model's probability that its decision is right (p for a refusal,
-   1 - p for an allow, with p Platt-calibrated on out-of-fold data; at the output stage, whose
-   threshold is not 0.5, the same scale is stretched so that the threshold maps to 0.5): near
-   0.5 on the boundary, which is what the cascade escalates.
-
-Deterministic: fixed weights, one ONNX session with fixed threads, no sampling.
+- ``InputModel``: P(harmful request) from one segment embedding: the harm prior, one input
+  among others (a small MLP, Platt-calibrated).
+- the output model: P(harmful draft) from (prompt, draft segment) embeddings and a refusal flag.
+- ``SectionIndex`` and ``SectionReader``: how strongly a text falls under one section's
+  definition, read from the section itself. Each rule section is embedded once per spec
+  version: its prose (title and definition), its action examples (refuse or safe_complete)
+  and its allow examples. A (section, text) pair is scored from a few similarities that mean
+  the same thing for any section (nearest action example, the two nearest, the prose, the
+  nearest allow example, which vetoes, and how tight the section's own examples are), so a
+  section an operator writes in prose with a few examples is enforced without retraining.
+  "Stay on topic" sections (everything except what the policy is for) are scored by distance
+  from the policy's in-scope texts instead: its overview, its allow examples and the allowed
+  topics its sections list.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from guard.judges.base import Case, Judgment
-from guard.judges.train import REFUSAL, InputModel, output_features
-from guard.policy import Spec
-from guard.types import Cost, Decision, Example, PolicySection
+from guard.retrieval import is_scope_section
+from guard.types import Decision, PolicySection
 
-WEIGHTS = Path(__file__).resolve().parent / "data" / "offline_judge.npz"
-_FREE = Cost(usd=0.0, reason="offline judge")
+DATA = Path(__file__).resolve().parent / "data"
+WEIGHTS = DATA / "offline_judge.npz"
+READER = DATA / "section_reader.json"
 
+REFUSAL = re.compile(
+    r"\b(i can(?:'|’|no)?t|i cannot|i won'?t|i will not|i'm (?:not able|unable|sorry)|i am (?:not able|unable|sorry)|"
+    r"as an ai|i apologi[sz]e|i must (?:decline|refuse)|not (?:appropriate|ethical) (?:for me )?to|"
+    r"i'm not going to|i do not feel comfortable|i don't feel comfortable|cannot (?:provide|assist|help|fulfill))\b",
+    re.I)
 
-@dataclass
-class _SpecIndex:
-    """Embeddings of every rule section's definition and precedents, built once per spec version."""
-
-    sections: list[PolicySection]
-    desc: np.ndarray  # (n_sections, d)
-    examples: list[tuple[PolicySection, Example]]
-    ex_prompt: np.ndarray  # (n_examples, d) the example's request
-    ex_response: np.ndarray  # (n_examples, d) its response (zeros when it has none)
+_ALLOWED_PARA = re.compile(r"^\s*(?:allowed|in scope|on topic)\s*:\s*(.+?)(?:\n\s*\n|\Z)", re.I | re.M | re.S)
 
 
-class _Model:
-    def __init__(self, path: Path):
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class InputModel:
+    """P(harmful request) from one window embedding: a one-hidden-layer MLP and a Platt calibration."""
+
+    def __init__(self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: float, scale: float = 1.0, shift: float = 0.0):
+        self.w1, self.b1, self.w2, self.b2, self.scale, self.shift = w1, b1, w2, b2, scale, shift
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
+
+    def prob(self, x: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(self.scale * self.logit(x) + self.shift)))
+
+
+def output_features(p: np.ndarray, r: np.ndarray, refusal: float, harm) -> np.ndarray:
+    """[prompt, response, prompt*response, refusal phrase, input-harm of prompt and of response, their
+    interactions]; ``harm`` maps an embedding to P(harmful request) (the input model)."""
+    hp, hr = float(harm(p)), float(harm(r))
+    return np.concatenate([p, r, p * r, [refusal, hp, hr, hp * (1 - refusal), hp * hr, hp * refusal,
+                                         (1 - refusal) * hr]]).astype(np.float32)
+
+
+class HarmModels:
+    """The harm prior (input) and the draft model (output), from ``offline_judge.npz``."""
+
+    def __init__(self, path: Path = WEIGHTS):
         with np.load(path, allow_pickle=False) as z:
             self.input = InputModel(z["w1"], z["b1"], z["w2"], float(z["b2"]), *map(float, z["calib"]))
             self.coef_out, self.b_out = z["coef_out"], float(z["b_out"])
             self.meta = json.loads(str(z["meta"]))
 
-
-_EXECUTOR: ThreadPoolExecutor | None = None
-
-
-def _worker() -> ThreadPoolExecutor:
-    global _EXECUTOR
-    if _EXECUTOR is None:
-        _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="offline-judge")
-    return _EXECUTOR
+    def output_prob(self, p: np.ndarray, r: np.ndarray, refusal: float) -> float:
+        feats = output_features(p, r, refusal, lambda v: self.input.prob(v[None, :])[0])
+        return float(sigmoid(feats @ self.coef_out + self.b_out))
 
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+# --------------------------------------------------------------------------- reading sections
 
 
-class EmbeddingJudge:
-    """Offline, deterministic, ~5 ms for a short prompt on 2 cores.
+@dataclass
+class SectionProto:
+    section: PolicySection
+    prose: np.ndarray  # (d,)
+    action: np.ndarray  # (n_a, d) refuse / safe_complete examples (requests)
+    action_ids: list[str]
+    allow: np.ndarray  # (n_b, d)
+    allow_ids: list[str]
+    tight: float  # mean similarity among the action examples (a tight section needs a closer match)
+    scope: np.ndarray | None = None  # in-scope texts, for stay-on-topic sections
+    veto: np.ndarray | None = None  # every allow example of the spec: look-alikes wherever they are listed
+    background: np.ndarray | None = None  # ordinary requests (the reader's background, shipped with it)
+    harm: float = 0.0  # the harm prior's mean over the action examples: how much its opinion counts here
 
-    ``refuse_at`` / ``refuse_output_at``: probability at or above which a request / draft is
-    treated as harmful. ``advice_at``: least similarity to a safe_complete precedent for a
-    harmless-looking request to be safe-completed. ``tie``: similarity within which the
-    higher-priority section wins (among matches of at least ``precedence_floor``)."""
 
-    name = "offline:minilm-v2"
+class SectionIndex:
+    """Every rule section of a spec, embedded once per spec version (plus any fitted extra examples)."""
 
-    def __init__(self, weights: Path | str = WEIGHTS, embedder=None, refuse_at: float = 0.5,
-                 refuse_output_at: float = 0.7, advice_at: float = 0.62, tie: float = 0.02,
-                 precedence_floor: float = 0.35, precedent_at: float = 0.75, content_at: float = 0.85):
-        self.weights, self._embedder = Path(weights), embedder
-        self.refuse_at, self.refuse_output_at, self.advice_at, self.tie = refuse_at, refuse_output_at, advice_at, tie
-        self.precedence_floor, self.precedent_at, self.content_at = precedence_floor, precedent_at, content_at
-        self._model: _Model | None = None
-        self._indexes: dict[str, _SpecIndex] = {}
-        self._lock = threading.Lock()
-
-    # ------------------------------------------------------------------ loading (lazy)
-
-    @property
-    def embedder(self):
-        if self._embedder is None:
-            from guard.embedding import shared_embedder
-
-            self._embedder = shared_embedder()
-        return self._embedder
-
-    @property
-    def model(self) -> _Model:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = _Model(self.weights)
-        return self._model
-
-    def warm_up(self, spec: Spec | None = None) -> EmbeddingJudge:
-        """Load the model and weights now (and index ``spec``) instead of at the first check."""
-        self.embedder.warm_up()
-        _ = self.model
-        if spec is not None:
-            self._index(spec)
-        from guard.embedding import _trim_heap
-
-        _trim_heap()
-        return self
-
-    def _index(self, spec: Spec) -> _SpecIndex:
-        idx = self._indexes.get(spec.version)
-        if idx is not None:
-            return idx
-        with self._lock:
-            if spec.version in self._indexes:
-                return self._indexes[spec.version]
-            emb = self.embedder
-            rules = spec.rules
-            desc = emb.embed([f"{s.title}. {s.body}" for s in rules])
-            examples = [(s, ex) for s in rules for ex in s.examples]
-            ex_prompt = emb.embed([ex.text for _, ex in examples])
-            ex_resp = np.stack([emb.embed([ex.response])[0] if ex.response else np.zeros(desc.shape[1], np.float32)
-                                for _, ex in examples]) if examples else np.zeros((0, desc.shape[1]), np.float32)
-            idx = _SpecIndex(rules, desc, examples, ex_prompt, ex_resp)
-            if len(self._indexes) > 8:
-                self._indexes.clear()
-            self._indexes[spec.version] = idx
-            return idx
-
-    # ------------------------------------------------------------------ judging
-
-    async def deliberate(self, case: Case) -> Judgment:
-        # The model runs on worker threads (onnxruntime releases the GIL), so a server's event loop
-        # keeps moving bytes while checks compute: two single-threaded runs at once, one per core.
-        return await asyncio.get_running_loop().run_in_executor(_worker(), self.decide, case)
-
-    def decide(self, case: Case) -> Judgment:
-        idx = self._index(case.spec)
-        if case.stage == "output" and case.draft is not None:
-            return self._output(case, idx)
-        return self._input(case, idx)
-
-    def input_probability(self, text: str) -> tuple[float, np.ndarray]:
-        """P(harmful request) and the embedding of the window that decided it."""
-        m = self.model
-        windows = self.embedder.embed_windows(text)
-        probs = m.input.prob(windows)
-        k = int(np.argmax(probs))
-        return float(probs[k]), windows[k]
-
-    def output_probability(self, prompt: str, draft: str) -> float:
-        m = self.model
-        p = self.embedder.embed([prompt])[0]
-        r = self.embedder.embed([draft or " "])[0]
-        refusal = float(bool(REFUSAL.search((draft or "")[:400])))
-        feats = output_features(p, r, refusal, lambda v: m.input.prob(v[None, :])[0])
-        return float(_sigmoid(feats @ m.coef_out + m.b_out))
-
-    def _input(self, case: Case, idx: _SpecIndex) -> Judgment:
-        p, q = self.input_probability(case.query)
-        retrieved = {s.id for s in case.retrieval.rules}
-        if p >= self.refuse_at:
-            return self._harmful(case, idx, q, p, retrieved, stage_note="request", conf=_conf(p, self.refuse_at, True))
-        precedent = self._precedent_match(idx, q, retrieved)
-        if precedent is not None:  # a request that is all but one of the spec's own action precedents
-            return self._by_precedent(idx, q, p, retrieved, *precedent)
-        advice = self._advice(idx, q, retrieved)
-        if advice is not None:
-            return advice_judgment(*advice, p=p, name=self.name, harmless=_conf(p, self.refuse_at, False))
-        return self._allow(idx, q, p, retrieved, what="request", conf=_conf(p, self.refuse_at, False))
-
-    def _output(self, case: Case, idx: _SpecIndex) -> Judgment:
-        p = self.output_probability(case.prompt or case.query, case.draft or "")
-        draft = case.draft or ""
-        if not REFUSAL.search(draft[:400]):
-            # harmful content in the draft itself, whatever the prompt was ("a chemistry fact" -> a drug recipe)
-            content = float(self.model.input.prob(self.embedder.embed([draft or " "]))[0])  # the first window, already embedded
-            if content >= self.content_at:
-                p = max(p, self.refuse_output_at + (1 - self.refuse_output_at) * (content - self.content_at) / (1 - self.content_at))
-        retrieved = {s.id for s in case.retrieval.rules}
-        q = self.embedder.embed([case.prompt or case.query])[0]
-        if p >= self.refuse_output_at:
-            r = self.embedder.embed([case.draft or " "])[0]
-            j = self._harmful(case, idx, _unit(q + r), p, retrieved, stage_note="draft response",
-                              conf=_conf(p, self.refuse_output_at, True))
-            if j.decision is Decision.safe_complete:  # a draft with harmful detail is refused, not rewritten
-                j = j.model_copy(update={"decision": Decision.refuse, "rewrite": None,
-                                         "rationale": j.rationale.replace("calls for safe_complete", "calls for a refusal of a draft that gives such detail")})
-            return j
-        return self._allow(idx, q, p, retrieved, what="draft response", conf=_conf(p, self.refuse_output_at, False))
-
-    # ------------------------------------------------------------------ the three outcomes
-
-    def _harmful(self, case: Case, idx: _SpecIndex, q: np.ndarray, p: float, retrieved: set[str], stage_note: str,
-                 conf: float) -> Judgment:
-        scores = self._section_scores(idx, q, retrieved, harmful=True)
-        if not scores:
-            ids = case.retrieval.ids
-            cite = tuple(i for i in ids if case.spec.get(i) is not None and case.spec.get(i).kind == "overview")[:1]  # type: ignore[union-attr]
-            return Judgment(decision=Decision.refuse, sections=cite, rationale=(
-                f"The {stage_note} looks harmful (p={p:.2f}) but no retrieved rule section matches it; "
-                f"{'[' + cite[0] + ']' if cite else 'the spec'}'s test of real uplift toward harm applies."),
-                confidence=_round(conf), judge=self.name, cost=_FREE)
-        best = max(sc for sc, _, _ in scores)
-        # precedence among near-equal matches only, and only among real matches
-        close = [t for t in scores if t[0] >= best - self.tie and t[0] >= self.precedence_floor] or \
-            [max(scores, key=lambda t: t[0])]
-        sim, section, ex = max(close, key=lambda t: (t[1].priority, t[0]))
-        decision = section.decision or Decision.refuse
-        contrast = self._closest(idx, q, retrieved, allow=True)
-        precedents = tuple(dict.fromkeys(([ex.id] if ex else []) + ([contrast[1].id] if contrast else [])))
-        rationale = (f"The {stage_note} is likely harmful (p={p:.2f}). It is closest to [{section.id}]"
-                     + (f" precedent {ex.id} ({ex.decision.value}, similarity {sim:.2f})" if ex else f" (similarity {sim:.2f})")
-                     + (f" rather than the allowed precedent {contrast[1].id} ({contrast[0]:.2f})" if contrast else "")
-                     + (f"; [{section.id}] has the highest priority ({section.priority}) among the close matches" if len(close) > 1 else "")
-                     + f"; [{section.id}] calls for {decision.value}.")
-        rewrite = section.safe_reply if decision is Decision.safe_complete else None
-        return Judgment(decision=decision, sections=(section.id,), precedents=precedents, rationale=rationale,
-                        confidence=_round(conf), rewrite=rewrite, judge=self.name, cost=_FREE)
-
-    def _precedent_match(self, idx: _SpecIndex, q: np.ndarray, retrieved: set[str]):
-        """(similarity, section, example) when the request nearly repeats an action precedent of a retrieved
-        section and no allowed precedent is as close: operator policies (e.g. stay on topic) decide this way,
-        since the classifier only knows general harm."""
-        harm = self._closest(idx, q, retrieved, allow=False, with_response=False)
-        if harm is None or harm[0] < self.precedent_at:
-            return None
-        allow = self._closest(idx, q, retrieved, allow=True)
-        if allow is not None and allow[0] > harm[0] - 0.05:
-            return None
-        section = next(s for s in idx.sections if s.id == harm[1].id.split("#")[0])
-        return harm[0], section, harm[1], allow
-
-    def _by_precedent(self, idx, q, p: float, retrieved, sim: float, section: PolicySection, ex: Example, allow) -> Judgment:
-        decision = section.decision or ex.decision
-        rationale = (f"The request nearly repeats precedent {ex.id} ({ex.decision.value}, similarity {sim:.2f}) of "
-                     f"[{section.id}]" + (f", much closer than the allowed precedent {allow[1].id} ({allow[0]:.2f})" if allow else "")
-                     + f" (general harm p={p:.2f}); [{section.id}] calls for {decision.value}.")
-        conf = 0.5 + 0.5 * math.tanh(8 * (sim - (allow[0] if allow else 0.0)))
-        return Judgment(decision=decision, sections=(section.id,),
-                        precedents=(ex.id,) + ((allow[1].id,) if allow else ()), rationale=rationale,
-                        confidence=_round(conf), rewrite=section.safe_reply if decision is Decision.safe_complete else None,
-                        judge=self.name, cost=_FREE)
-
-    def _advice(self, idx: _SpecIndex, q: np.ndarray, retrieved: set[str]):
-        """A harmless request that matches a safe_complete precedent closely (personal medical, legal, financial)."""
-        best = None
-        for i, (s, ex) in enumerate(idx.examples):
-            if s.id not in retrieved or ex.response is not None or ex.decision is not Decision.safe_complete:
+    def __init__(self, spec, embed, extra: dict[str, list[tuple[str, str]]] | None = None,
+                 background: np.ndarray | None = None, harm=None):
+        extra = extra or {}
+        self.protos: dict[str, SectionProto] = {}
+        rules = spec.rules
+        overview_by_policy = {s.policy: s for s in spec.sections if s.kind == "overview"}
+        prose = embed([f"{s.title}. {s.body}" for s in rules]) if rules else np.zeros((0, 384), np.float32)
+        for i, s in enumerate(rules):
+            acts = [(ex.id, ex.text) for ex in s.examples if ex.response is None and ex.decision is not Decision.allow]
+            alls = [(ex.id, ex.text) for ex in s.examples if ex.response is None and ex.decision is Decision.allow]
+            for decision, text in extra.get(s.id, []):
+                (alls if decision == "allow" else acts).append((f"{s.id}#fit", text))
+            a = embed([t for _, t in acts]) if acts else np.zeros((0, prose.shape[1]), np.float32)
+            b = embed([t for _, t in alls]) if alls else np.zeros((0, prose.shape[1]), np.float32)
+            tight = float((a @ a.T)[np.triu_indices(len(a), 1)].mean()) if len(a) >= 2 else 0.4
+            self.protos[s.id] = SectionProto(s, prose[i], a, [x for x, _ in acts], b, [x for x, _ in alls], tight)
+        allow_all = [p.allow for p in self.protos.values() if len(p.allow)]
+        veto = np.concatenate(allow_all) if allow_all else np.zeros((0, prose.shape[1]), np.float32)
+        for sid, p in self.protos.items():
+            p.veto, p.background = veto, background
+            if harm is not None and len(p.action):
+                p.harm = float(np.mean(harm(p.action)))
+            if not is_scope_section(p.section):
                 continue
-            sim = float(idx.ex_prompt[i] @ q)
-            if best is None or sim > best[0]:
-                best = (sim, s, ex)
-        if best is None or best[0] < self.advice_at:
-            return None
-        allow = self._closest(idx, q, retrieved, allow=True)
-        if allow and allow[0] >= best[0]:
-            return None
-        return best + (allow,)
-
-    def _allow(self, idx: _SpecIndex, q: np.ndarray, p: float, retrieved: set[str], what: str, conf: float) -> Judgment:
-        allow = self._closest(idx, q, retrieved, allow=True)
-        harm = self._closest(idx, q, retrieved, allow=False)
-        if allow is None or allow[0] < 0.3:
-            rationale = (f"The {what} is unlikely to be harmful (p={p:.2f}) and no precedent in the retrieved "
-                         "sections resembles it closely; nothing in the spec forbids it.")
-            return Judgment(decision=Decision.allow, rationale=rationale, confidence=_round(conf), judge=self.name,
-                            cost=_FREE)
-        sim, ex = allow
-        section = ex.id.split("#")[0]
-        rationale = (f"The {what} is unlikely to be harmful (p={p:.2f}); the closest allowed precedent is {ex.id} in "
-                     f"[{section}] (similarity {sim:.2f})"
-                     + (f", closer than the {harm[1].decision.value} precedent {harm[1].id} ({harm[0]:.2f})." if harm and harm[0] < sim
-                        else f"; the {harm[1].decision.value} precedent {harm[1].id} ({harm[0]:.2f}) is similar in words but the request differs in intent." if harm
-                        else "."))
-        precedents = (ex.id,) + ((harm[1].id,) if harm else ())
-        return Judgment(decision=Decision.allow, sections=(section,), precedents=precedents, rationale=rationale,
-                        confidence=_round(conf), judge=self.name, cost=_FREE)
-
-    # ------------------------------------------------------------------ similarity helpers
-
-    def _section_scores(self, idx: _SpecIndex, q: np.ndarray, retrieved: set[str], harmful: bool):
-        """(similarity, section, closest precedent) for each retrieved section that calls for action."""
-        out = []
-        for si, s in enumerate(idx.sections):
-            if s.id not in retrieved or s.decision is Decision.allow:
-                continue
-            best_sim, best_ex = float(idx.desc[si] @ q) - 0.05, None  # the definition counts, a little less than a precedent
-            for i, (s2, ex) in enumerate(idx.examples):
-                if s2 is not s or (ex.decision is Decision.allow) == harmful:
-                    continue
-                sim = float(idx.ex_prompt[i] @ q)
-                if sim > best_sim:
-                    best_sim, best_ex = sim, ex
-            if best_ex is None:  # cite the section's closest action precedent anyway, if it has one
-                cands = [(float(idx.ex_prompt[i] @ q), ex) for i, (s2, ex) in enumerate(idx.examples)
-                         if s2 is s and ex.decision is not Decision.allow]
-                best_ex = max(cands, key=lambda c: c[0])[1] if cands else None
-            out.append((best_sim, s, best_ex))
-        return out
-
-    def _closest(self, idx: _SpecIndex, q: np.ndarray, retrieved: set[str], allow: bool, with_response: bool = True):
-        best = None
-        for i, (s, ex) in enumerate(idx.examples):
-            if s.id not in retrieved or (ex.decision is Decision.allow) != allow:
-                continue
-            if not with_response and ex.response is not None:
-                continue
-            sim = float(idx.ex_prompt[i] @ q)
-            if best is None or sim > best[0]:
-                best = (sim, ex)
-        return best
+            s = p.section
+            texts = [f"{o.title}. {o.body}" for o in [overview_by_policy.get(s.policy)] if o is not None]
+            texts += [m.group(1) for m in _ALLOWED_PARA.finditer(s.body)]
+            for other in rules:  # the same policy's allowed examples are on topic by definition
+                if other.policy == s.policy:
+                    texts += [ex.text for ex in other.examples if ex.decision is Decision.allow and ex.response is None]
+            texts += [t for d, t in extra.get(sid, []) if d == "allow"]
+            p.scope = embed(texts) if texts else None
 
 
-def advice_judgment(sim: float, section: PolicySection, ex: Example, allow, p: float, name: str,
-                    harmless: float) -> Judgment:
-    rationale = (f"The request is not harmful (p={p:.2f}) but it is a personal question like precedent {ex.id} in "
-                 f"[{section.id}] (similarity {sim:.2f})"
-                 + (f", closer than the allowed precedent {allow[1].id} ({allow[0]:.2f})" if allow else "")
-                 + f"; [{section.id}] calls for safe_complete.")
-    precedents = (ex.id,) + ((allow[1].id,) if allow else ())
-    # confidence: how clearly it is advice-like rather than general knowledge, never above the harmless probability
-    margin = sim - (allow[0] if allow else 0.0)
-    conf = min(harmless, 0.5 + 0.5 * math.tanh(6 * margin))
-    return Judgment(decision=Decision.safe_complete, sections=(section.id,), precedents=precedents, rationale=rationale,
-                    confidence=_round(conf), rewrite=section.safe_reply, judge=name, cost=_FREE)
+PAIR_FEATURES = ("nearest_action", "top2_action", "prose", "allow_veto", "tightness", "background", "over_background")
+SCOPE_FEATURES = ("nearest_in_scope", "top3_in_scope", "nearest_off_example", "prose")
 
 
-def _conf(p: float, threshold: float, harmful: bool) -> float:
-    """Confidence in the decision taken at ``threshold``: 0.5 at the threshold, 1 at p=1 (refuse) or p=0 (allow).
-    With the input stage's calibrated p and threshold 0.5 this is the probability the decision is right."""
-    return 0.5 + 0.5 * ((p - threshold) / (1 - threshold) if harmful else (threshold - p) / threshold)
+def pair_features(p: SectionProto, v: np.ndarray, h: np.ndarray, bg: np.ndarray | None = None) -> np.ndarray:
+    """Features of (section, segments): one row per segment embedding in ``v`` (n, d). Each has one
+    meaning for any section, so that the model reads sections it never saw: how close the nearest
+    and the two nearest action examples are, how close the prose is, how much closer an allow
+    example (of any section: the spec's look-alikes) is than the nearest action example (a veto),
+    how tight the section's own action examples are (a tight section needs a closer match), and how
+    close ordinary requests are (the background). ``h`` (the segments' harm prior) is not a feature:
+    the prior decides on its own path, and as a feature it taught the reader to echo it."""
+    n = len(v)
+    if len(p.action):
+        sims = v @ p.action.T
+        nearest = sims.max(1)
+        top2 = np.sort(sims, 1)[:, -2:].mean(1) if sims.shape[1] >= 2 else nearest
+    else:
+        nearest = top2 = np.zeros(n, np.float32)
+    prose = v @ p.prose
+    allow = (v @ p.veto.T).max(1) if p.veto is not None and len(p.veto) else np.zeros(n, np.float32)
+    bg = background_similarity(p.background, v) if bg is None else bg
+    return np.stack([nearest, top2, prose, np.maximum(allow - nearest, 0.0), np.full(n, p.tight), bg, top2 - bg], 1)
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-9)
+def background_similarity(background: np.ndarray | None, v: np.ndarray) -> np.ndarray:
+    """Mean similarity to the 3 nearest ordinary requests (a text's own copy, if there, does not count).
+    The same for every section: computed once per check."""
+    if background is None or not len(background):
+        return np.zeros(len(v), np.float32)
+    sims = (background @ v.T).T  # (rows, d) @ (d, n): the contiguous layout, ~10x faster than v @ background.T
+    sims = np.where(sims >= 0.999, -1.0, sims)
+    return np.partition(sims, sims.shape[1] - 3, axis=1)[:, -3:].mean(1)
 
 
-def _round(x: float) -> float:
-    return round(min(max(float(x), 0.0), 1.0), 3)
+def scope_features(p: SectionProto, v: np.ndarray) -> np.ndarray:
+    n = len(v)
+    ins = v @ p.scope.T if p.scope is not None and len(p.scope) else np.zeros((n, 1), np.float32)
+    top3 = np.sort(ins, 1)[:, -3:].mean(1)
+    off = (v @ p.action.T).max(1) if len(p.action) else np.zeros(n, np.float32)
+    return np.stack([ins.max(1), top3, off, v @ p.prose], 1)
+
+
+class SectionReader:
+    """Two logistic regressions over the features above, and the thresholds they decide at."""
+
+    def __init__(self, path: Path = READER):
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        bg = Path(path).with_name(d.get("background", "section_background.npy"))
+        self.background = np.ascontiguousarray(np.load(bg), dtype=np.float32) if bg.exists() else None
+        self.pair_w, self.pair_b = np.array(d["pair"]["coef"], np.float32), float(d["pair"]["intercept"])
+        self.scope_w, self.scope_b = np.array(d["scope"]["coef"], np.float32), float(d["scope"]["intercept"])
+        self.threshold = float(d["threshold"])
+        self.scope_threshold = float(d["scope_threshold"])
+        self.band = float(d.get("band", 0.15))
+        self.quantile, self.quantile_harm = float(d.get("quantile", 0.99)), float(d.get("quantile_harm", 1.0))
+        self.meta = d.get("meta", {})
+
+    def calibrate(self, p: SectionProto, harm, quantile: float | None = None) -> float:
+        """The section's own threshold: at least the global one, and high enough that few of the
+        background's ordinary requests would fall under the section: 1 % of them for a section the
+        harm prior does not speak for (an operator's rule), none for one it does (there the prior
+        already refuses what is harmful, and the reader must be surer)."""
+        base = self.scope_threshold if p.scope is not None else self.threshold
+        if p.background is None or not len(p.background) or p.scope is not None:
+            return base
+        if quantile is None:
+            quantile = self.quantile_harm if p.harm >= 0.5 else self.quantile
+        probs, _ = self.score(p, p.background, harm(p.background))
+        return float(max(base, np.quantile(probs, quantile)))
+
+    def score(self, p: SectionProto, v: np.ndarray, h: np.ndarray, bg: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """P(segment falls under the section) per segment (``h``: their harm prior; ``bg``: their
+        background similarity, if already computed), and the threshold."""
+        if p.scope is not None:
+            return sigmoid(scope_features(p, v) @ self.scope_w + self.scope_b), self.scope_threshold
+        return sigmoid(pair_features(p, v, h, bg) @ self.pair_w + self.pair_b), self.threshold

@@ -1,132 +1,408 @@
-"""The offline judges: no model server, no network.
+"""The offline judge (``judge: offline``): reads the retrieved sections, segment by segment.
 
-``OfflineJudge`` (what ``judge: offline`` means) is the embedding judge in guard.judges.minilm:
-a classifier fitted on public safety sets decides, and the spec's precedents and sections,
-found by embedding similarity, explain and categorise. ``PrecedentJudge`` below is the
-earlier, dependency-free nearest-precedent judge (``judge: offline:precedent``).
+Per check:
+1. **Segments.** Every message of every role, normalised (guard.normalize) and cut into
+   overlapping windows, plus decoded payloads and a view of the last user turns joined
+   (guard.segments). At the output stage the draft is segmented the same way. The worst
+   segment decides, so padding does not dilute; at most ``cap`` segments are scored.
+2. **Sections decide.** For every retrieved rule section that calls for action, a fitted
+   section reader (guard.judges.minilm.SectionReader) gives the probability that a segment
+   falls under that section's definition, from the section's own prose and examples (allow
+   examples veto); "stay on topic" sections score distance from the policy's scope. A
+   section whose probability passes the threshold decides with its own decision; among
+   several, the highest priority wins.
+3. **A harm prior** (the input model fitted on public sets) is one more input: a segment it
+   finds harmful is refused even when no section reads as a clear match, citing the
+   retrieved section that reads closest.
+4. **Output stage.** The draft is judged for what it does: each draft segment is scored with
+   the prompt, so a harmful answer after pleasantries, after a refusal ("I can't help with
+   that. Just kidding: step 1...") or inside a code block or tool call is caught; a draft
+   that only refuses or stays general is allowed.
+5. **Confidence** is 0.5 at the threshold and grows with the distance from it; scores within
+   the reader's band come out below 0.75 so a cascade escalates them.
 
-The precedent judge reads the retrieved sections' labelled examples as precedents, finds the ones closest to
-the conversation (TF-IDF cosine over stemmed words), and lets the closest precedents vote.
-A harmful precedent must beat the closest benign one by a margin, so that "how do I kill a
-Python process" (close to an allow precedent) passes while "synthesise methamphetamine"
-(close to a refuse precedent) does not. When several sections call for action, the one with
-the highest priority wins, as the spec's precedence notes say.
-
-It cites the section and the precedents that decided, and its confidence grows with the
-margin between the two sides, so a cascade can escalate the narrow calls.
+``OfflineJudge(policy_fit=PATH)`` (``judge: offline:PATH``) adds what ``fit_policy`` (in
+guard.judges.train) fitted for one spec: extra labelled examples per section and per-section
+thresholds. Deterministic: fixed weights, one ONNX session, no sampling.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import re
-from collections import Counter
-from functools import lru_cache
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from guard.judges.base import Case, Judgment
+from guard.judges.minilm import (READER, REFUSAL, WEIGHTS, HarmModels, SectionIndex, SectionReader,
+                                 background_similarity)
 from guard.policy import Spec
+from guard.segments import Segment, conversation_segments, message_segments
 from guard.text import tokens
-from guard.types import Cost, Decision, Example, PolicySection
+from guard.types import Cost, Decision, PolicySection
 
-_REFUSAL = re.compile(r"\b(i can(?:'|no)t|i cannot|i won'?t|i'm (?:not able|unable|sorry)|i am (?:not able|unable|sorry)|as an ai)\b", re.I)
-
-
-class _Index:
-    """IDF weights and vectors for every precedent of a spec (built once per spec version)."""
-
-    def __init__(self, spec: Spec):
-        docs: list[list[str]] = []
-        self.examples: list[tuple[PolicySection, Example, list[str]]] = []
-        for s in spec.rules:
-            docs.append(tokens(s.body))
-            for ex in s.examples:
-                toks = tokens(ex.text + (" " + ex.response if ex.response else ""))
-                self.examples.append((s, ex, toks))
-                docs.append(toks)
-        df = Counter(t for d in docs for t in set(d))
-        n = len(docs)
-        self.idf = {t: math.log(1 + n / c) for t, c in df.items()}
-        self.default_idf = math.log(1 + n)
-        self.vectors = {ex.id: self.vector(toks) for _, ex, toks in self.examples}
-
-    def vector(self, toks: list[str]) -> dict[str, float]:
-        tf = Counter(toks)
-        v = {t: (1 + math.log(c)) * self.idf.get(t, self.default_idf) for t, c in tf.items()}
-        norm = math.sqrt(sum(x * x for x in v.values())) or 1.0
-        return {t: x / norm for t, x in v.items()}
+_FREE = Cost(usd=0.0, reason="offline judge")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_EXECUTOR: ThreadPoolExecutor | None = None
 
 
-def _cos(a: dict[str, float], b: dict[str, float]) -> float:
-    if len(a) > len(b):
-        a, b = b, a
-    return sum(x * b.get(t, 0.0) for t, x in a.items())
+def _worker() -> ThreadPoolExecutor:
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="offline-judge")
+    return _EXECUTOR
 
 
-@lru_cache(maxsize=8)
-def _index_for(spec: Spec) -> _Index:
-    return _Index(spec)
+@dataclass
+class _Fitted:
+    """What fit_policy wrote for one spec: extra examples per section and per-section thresholds."""
+
+    extra: dict[str, list[tuple[str, str]]]
+    thresholds: dict[str, float]
 
 
-class PrecedentJudge:
-    """Nearest-precedent judge (TF-IDF). ``threshold``: least similarity for a harmful precedent to count;
-    ``margin``: how much closer it must be than the closest benign precedent."""
+@dataclass
+class _Hit:
+    section: PolicySection
+    prob: float
+    threshold: float
+    segment: Segment
+    precedent: str | None
 
-    name = "offline:precedent-v1"
 
-    def __init__(self, threshold: float = 0.22, margin: float = 0.02):
-        self.threshold, self.margin = threshold, margin
+class OfflineJudge:
+    """Offline, deterministic. ``refuse_at``: harm prior at or above which a segment is refused;
+    ``refuse_output_at``: the same for a draft; ``cap``: most segments scored per check."""
+
+    name = "offline:sections-v1"
+
+    def __init__(self, weights: Path | str = WEIGHTS, reader: Path | str = READER, embedder=None,
+                 refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.85,
+                 later_content_at: float = 0.95, window_refuse_at: float = 0.6, cap: int = 8,
+                 words: int = 40, stride: int = 8, policy_fit: Path | str | None = None, corroborate_at: float = 0.4):
+        self.weights, self.reader_path, self._embedder = Path(weights), Path(reader), embedder
+        self.refuse_at, self.refuse_output_at, self.content_at = refuse_at, refuse_output_at, content_at
+        self.later_content_at, self.window_refuse_at = later_content_at, window_refuse_at
+        self.cap, self.words, self.stride, self.corroborate_at = cap, words, stride, corroborate_at
+        self.policy_fit = Path(policy_fit) if policy_fit else None
+        if self.policy_fit:
+            self.name = f"offline:sections-v1+{self.policy_fit.stem}"
+        self._models: HarmModels | None = None
+        self._reader: SectionReader | None = None
+        self._fitted: _Fitted | None = None
+        self._indexes: dict[str, tuple[SectionIndex, dict[str, float]]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading (lazy)
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from guard.embedding import shared_embedder
+
+            self._embedder = shared_embedder()
+        return self._embedder
+
+    @property
+    def model(self) -> HarmModels:
+        if self._models is None:
+            with self._lock:
+                if self._models is None:
+                    self._models = HarmModels(self.weights)
+                    self._reader = SectionReader(self.reader_path)
+                    self._fitted = _load_fit(self.policy_fit) if self.policy_fit else _Fitted({}, {})
+        return self._models
+
+    @property
+    def reader(self) -> SectionReader:
+        _ = self.model
+        return self._reader  # type: ignore[return-value]
+
+    def warm_up(self, spec: Spec | None = None) -> OfflineJudge:
+        """Load the model and weights now (and index ``spec``) instead of at the first check."""
+        from guard.normalize import normalize
+
+        self.embedder.warm_up()
+        _ = self.model
+        normalize("warm up")
+        if spec is not None:
+            self._index(spec)
+        from guard.embedding import _trim_heap
+
+        _trim_heap()
+        return self
+
+    def _index(self, spec: Spec) -> tuple[SectionIndex, dict[str, float]]:
+        hit = self._indexes.get(spec.version)
+        if hit is not None:
+            return hit
+        _ = self.model
+        with self._lock:
+            if spec.version in self._indexes:
+                return self._indexes[spec.version]
+            fitted = self._fitted or _Fitted({}, {})
+            harm = self.model.input.prob
+            idx = SectionIndex(spec, self.embedder.embed, fitted.extra, self.reader.background, harm)
+            idx.thresholds = {sid: self.reader.calibrate(p, harm) for sid, p in idx.protos.items()}
+            entry = (idx, _risk_weights(spec))
+            if len(self._indexes) > 8:
+                self._indexes.clear()
+            self._indexes[spec.version] = entry
+            return entry
+
+    # ------------------------------------------------------------------ judging
 
     async def deliberate(self, case: Case) -> Judgment:
-        return self.decide(case)
+        # onnxruntime releases the GIL: checks run on worker threads so a server's event loop keeps moving
+        return await asyncio.get_running_loop().run_in_executor(_worker(), self.decide, case)
 
     def decide(self, case: Case) -> Judgment:
-        index = _index_for(case.spec)
-        if case.stage == "output" and case.draft is not None and _REFUSAL.search(case.draft[:300]):
-            return Judgment(decision=Decision.allow, rationale="The response declines; it adds no harmful content.",
-                            confidence=0.9, judge=self.name, cost=Cost(usd=0.0, reason="offline judge"))
-        text = case.query if case.stage == "input" else f"{case.prompt}\n{case.draft or ''}"
-        q = index.vector(tokens(text))
-        retrieved = {s.id for s in case.retrieval.rules}
-        scored = [(_cos(q, index.vectors[ex.id]), s, ex) for s, ex, _ in index.examples if s.id in retrieved]
-        best_allow = max(((sim, s, ex) for sim, s, ex in scored if ex.decision is Decision.allow),
-                         default=(0.0, None, None), key=lambda x: x[0])
-        harmful = [(sim, s, ex) for sim, s, ex in scored
-                   if ex.decision is not Decision.allow and sim >= self.threshold and sim >= best_allow[0] + self.margin]
-        if not harmful:
-            return self._allow(best_allow, scored)
-        # the highest-priority section with a winning precedent decides; similarity breaks ties
-        sim, section, ex = max(harmful, key=lambda x: (x[1].priority, x[0]))
-        decision = ex.decision if section.decision is None else section.decision
-        confidence = _confidence(sim - best_allow[0], sim)
-        rationale = (f"Closest harmful precedent {ex.id} ({ex.decision.value}, similarity {sim:.2f}) in "
-                     f"[{section.id}] outweighs the closest benign precedent"
-                     + (f" {best_allow[2].id} ({best_allow[0]:.2f})" if best_allow[2] else " (none)")
-                     + f"; [{section.id}] calls for {decision.value}.")
-        rewrite = section.safe_reply if decision is Decision.safe_complete else None
-        precedents = tuple(dict.fromkeys([ex.id] + ([best_allow[2].id] if best_allow[2] else [])))
-        return Judgment(decision=decision, sections=(section.id,), precedents=precedents, rationale=rationale,
-                        confidence=confidence, rewrite=rewrite, judge=self.name, cost=Cost(usd=0.0, reason="offline judge"))
+        idx, risk = self._index(case.spec)
+        if case.stage == "output" and case.draft is not None:
+            return self._output(case, idx, risk)
+        return self._input(case, idx, risk)
 
-    def _allow(self, best_allow, scored) -> Judgment:
-        sim, section, ex = best_allow
-        top_harm = max(((h, hx) for h, _, hx in scored if hx.decision is not Decision.allow),
-                       default=(0.0, None), key=lambda x: x[0])
-        if ex is None:
-            rationale = "No precedent in the retrieved sections resembles this conversation; nothing in the spec forbids it."
-            return Judgment(decision=Decision.allow, rationale=rationale, confidence=_confidence(self.threshold - top_harm[0], 0.0),
-                            judge=self.name, cost=Cost(usd=0.0, reason="offline judge"))
-        rationale = (f"Closest precedent {ex.id} in [{section.id}] is allowed (similarity {sim:.2f})"
-                     + (f"; closest harmful precedent {top_harm[1].id} is weaker ({top_harm[0]:.2f})." if top_harm[1] else "."))
-        return Judgment(decision=Decision.allow, sections=(section.id,), precedents=(ex.id,), rationale=rationale,
-                        confidence=_confidence(max(sim - top_harm[0], self.threshold - top_harm[0]), sim),
-                        judge=self.name, cost=Cost(usd=0.0, reason="offline judge"))
+    def segments(self, case: Case, risk: dict[str, float] | None = None) -> list[Segment]:
+        msgs = [(m.role, m.text()) for m in case.messages] or [("user", case.query)]
+        weights = risk if risk is not None else self._index(case.spec)[1]
+        return conversation_segments(msgs, self.words, self.stride, self.cap, prescore=lambda t: _prescore(t, weights))
+
+    def _embed(self, segs: list[Segment]) -> np.ndarray:
+        return self.embedder.embed([s.text for s in segs])
+
+    def _input(self, case: Case, idx: SectionIndex, risk) -> Judgment:
+        segs = self.segments(case, risk)
+        segs += _typo_views(segs)
+        if not segs:
+            return self._j(Decision.allow, (), (), "There is no text to judge.", 0.99)
+        v = self._embed(segs)
+        harm = self.model.input.prob(v)
+        hits = self._hits(case, idx, segs, v, harm)
+        # a piece of a long message (one sentence, one window) must read more clearly harmful than a
+        # whole message: more pieces, more chances of a false alarm (the scale maps window_refuse_at
+        # onto refuse_at, so confidence keeps its meaning)
+        piece = np.array([s.kind == "window" for s in segs])
+        lo, hi = self.refuse_at, self.window_refuse_at
+        eff = np.where(piece, np.where(harm >= hi, lo + (harm - hi) * (1 - lo) / (1 - hi), harm * lo / hi), harm)
+        k = int(np.argmax(eff))
+        return self._decide(case, hits, float(eff[k]), segs[k], self.refuse_at, "request")
+
+    def _output(self, case: Case, idx: SectionIndex, risk) -> Judgment:
+        draft = case.draft or ""
+        views = draft_views(draft, self.words, self.stride, self.cap)
+        if not views:
+            return self._j(Decision.allow, (), (), "The draft response is empty.", 0.99)
+        m = self.model
+        pv = self.embedder.embed([(case.prompt or case.query)[-2000:] or " "])[0]
+        segs = [s for s, _, _ in views]
+        dv = self._embed(segs)
+        content = m.input.prob(dv)
+        probs = np.zeros(len(views))
+        for i, (seg, refusal, lead) in enumerate(views):
+            p = m.output_prob(pv, dv[i], refusal)
+            if lead:  # the draft's opening, as the draft model was fitted on: it decides alone
+                if not refusal and content[i] >= self.content_at:  # harmful content whatever the prompt was
+                    p = max(p, self._stretch(content[i], self.content_at))
+            else:
+                # later windows, code blocks and what follows a refusal: harmful when their content reads
+                # as clearly harmful on its own (a long helpful answer is not refused for one odd window)
+                p = self._stretch(content[i], self.later_content_at) if content[i] >= self.later_content_at else 0.0
+            probs[i] = p
+        k = int(np.argmax(probs))
+        # an operator's refuse rule (a section the harm prior does not speak for) also binds the draft;
+        # the default spec's advice sections ask for a style, which a helpful draft does not break
+        hits = [h for h in self._hits(case, idx, segs, dv, content, harm_sections=False)
+                if h.section.decision is Decision.refuse and not views[segs.index(h.segment)][1]
+                and h.prob >= h.threshold + self.reader.band]
+        j = self._decide(case, hits, float(probs[k]), segs[k], self.refuse_output_at, "draft response")
+        if j.decision is Decision.safe_complete:  # a draft with such detail is refused, not rewritten
+            j = j.model_copy(update={"decision": Decision.refuse, "rewrite": None})
+        return j
+
+    def _stretch(self, content: float, at: float) -> float:
+        return self.refuse_output_at + (1 - self.refuse_output_at) * (content - at) / max(1 - at, 1e-6)
+
+    def _j(self, *args, **kw) -> Judgment:
+        return _judgment(*args, name=self.name, **kw)
+
+    # ------------------------------------------------------------------ sections
+
+    def _hits(self, case: Case, idx: SectionIndex, segs: list[Segment], v: np.ndarray, h: np.ndarray,
+              harm_sections: bool = True) -> list[_Hit]:
+        """The best-reading segment for every retrieved action section (at the output stage only the
+        sections the harm prior does not speak for: the draft model covers harm)."""
+        reader, fitted = self.reader, self._fitted or _Fitted({}, {})
+        bg = background_similarity(reader.background, v)
+        piece = np.array([s.kind == "window" for s in segs])
+        out = []
+        for s in case.retrieval.rules:
+            p = idx.protos.get(s.id)
+            if p is None or s.decision in (None, Decision.allow) or s.stage not in (case.stage, "both"):
+                continue
+            if not harm_sections and p.harm >= 0.5:
+                continue
+            probs, thr = reader.score(p, v, h, bg)
+            probs = np.where(piece, probs - reader.band, probs)  # a piece must read clearly under the section
+            if p.harm >= 0.5:  # a section about harm: the harm prior must agree the segment is not plainly benign
+                probs = np.where(h >= self.corroborate_at, probs, np.minimum(probs, thr - 1e-3))
+            thr = fitted.thresholds.get(s.id, idx.thresholds.get(s.id, thr))
+            k = int(np.argmax(probs))
+            prec = p.action_ids[int(np.argmax(p.action @ v[k]))] if len(p.action) else None
+            out.append(_Hit(s, float(probs[k]), thr, segs[k], prec))
+        return out
+
+    def _decide(self, case: Case, hits: list[_Hit], harm: float, harm_seg: Segment, refuse_at: float,
+                what: str) -> Judgment:
+        over = [h for h in hits if h.prob >= h.threshold]
+        where = _where(harm_seg)
+        if over:
+            # the best reading decides; where a clear match near it calls for a different decision, the
+            # spec's precedence applies: the highest priority wins
+            best = max(over, key=lambda h: h.prob - h.threshold)
+            close = [h for h in over if h is best or (h.prob >= max(best.prob - 0.25, 0.5) and _disagree(h, best))]
+            h = max(close, key=lambda h: (h.section.priority, h is best, h.prob))
+            decision = h.section.decision or Decision.refuse
+            if harm >= refuse_at and decision is Decision.safe_complete and what == "request":
+                decision = Decision.safe_complete  # the section's prescribed style still applies
+            conf = _conf(h.prob, h.threshold, True, self.reader.band)
+            if harm >= refuse_at:
+                conf = max(conf, _conf(harm, refuse_at, True, 0.0))
+            rationale = (f"The {what} ({_where(h.segment)}) falls under [{h.section.id}] (reading score {h.prob:.2f} "
+                         f"against threshold {h.threshold:.2f}"
+                         + (f", nearest precedent {h.precedent}" if h.precedent else "") + f", harm prior {harm:.2f})"
+                         + (f"; [{h.section.id}] has the highest priority among the sections it falls under" if len(close) > 1 else "")
+                         + f"; [{h.section.id}] calls for {decision.value}.")
+            rewrite = h.section.safe_reply if decision is Decision.safe_complete else None
+            return self._j(decision, (h.section.id,), (h.precedent,) if h.precedent else (), rationale, conf, rewrite)
+        if harm >= refuse_at:
+            cands = [h for h in hits if h.section.decision is Decision.refuse] or hits
+            conf = _conf(harm, refuse_at, True, 0.0)
+            if not cands:
+                cite = tuple(i for i in case.retrieval.ids if (s := case.spec.get(i)) is not None and s.kind == "overview")[:1]
+                return self._j(Decision.refuse, cite, (), (
+                    f"The {what} ({where}) looks harmful (harm prior {harm:.2f}) and no retrieved rule section reads "
+                    f"closer; {'[' + cite[0] + ']' if cite else 'the spec'}'s test of real uplift toward harm applies."), conf)
+            h = max(cands, key=lambda h: (h.prob / max(h.threshold, 1e-6), h.section.priority))
+            rationale = (f"The {what} ({where}) looks harmful (harm prior {harm:.2f}); of the retrieved sections it reads "
+                         f"closest to [{h.section.id}] (reading score {h.prob:.2f})"
+                         + (f", nearest precedent {h.precedent}" if h.precedent else "") + f"; [{h.section.id}] calls for a refusal.")
+            return self._j(Decision.refuse, (h.section.id,), (h.precedent,) if h.precedent else (), rationale, conf)
+        near = max(hits, key=lambda h: h.prob - h.threshold, default=None)
+        conf = _conf(harm, refuse_at, False, 0.0)
+        if near is not None:
+            conf = min(conf, _conf(near.prob, near.threshold, False, self.reader.band))
+            rationale = (f"The {what} is unlikely to be harmful (harm prior {harm:.2f}) and falls under no retrieved "
+                         f"section; the closest reading is [{near.section.id}] ({near.prob:.2f} against threshold "
+                         f"{near.threshold:.2f}).")
+            return self._j(Decision.allow, (), (), rationale, conf)
+        return self._j(Decision.allow, (), (), f"The {what} is unlikely to be harmful (harm prior {harm:.2f}) and no "
+                         "retrieved section calls for action on it.", conf)
 
 
-def _confidence(margin: float, strength: float) -> float:
-    """Map the winning margin to (0.5, 1): narrow calls sit near 0.5 and are the ones to escalate."""
-    return round(min(0.99, 0.5 + 0.5 * math.tanh(4 * max(margin, 0.0) + strength)), 3)
+# --------------------------------------------------------------------------- helpers
 
 
-from guard.judges.minilm import EmbeddingJudge as OfflineJudge  # noqa: E402  (the default offline judge)
+def draft_views(draft: str, words: int, stride: int, cap: int) -> list[tuple[Segment, float, bool]]:
+    """(segment, refusal flag, is the opening) for a draft. The opening is its first window, flagged
+    when the draft starts by refusing. Then: its later windows; what it says besides refusing
+    ("I can't help with that. Just kidding: step 1..."), judged as content; code blocks. At most ``cap``."""
+    text = draft.strip()
+    if not text:
+        return []
+    refusing = bool(REFUSAL.search(text[:400]))
+    out: list[tuple[Segment, float, bool]] = [(Segment(text[:2000], "draft", 0, "message"), float(refusing), True)]
+    sentences = [s for s in _SENTENCE.split(text) if s and s.strip()]
+    if refusing:
+        rest = " ".join(s for s in sentences if not REFUSAL.search(s))
+        if len(rest.split()) >= 12:
+            out += [(s, 0.0, False) for s in message_segments("draft", 0, rest, words, stride)]
+    else:
+        segs = message_segments("draft", 0, text, words, stride)
+        out += [(s, 0.0, False) for s in segs[1:]] if len(segs) > 1 else []
+    code = re.findall(r"```[\w-]*\n?(.*?)```", text, re.S)
+    out += [(s, 0.0, False) for c in code if len(c.split()) >= 5 for s in message_segments("draft", 0, c, words, stride)[:2]]
+    if len(out) > cap:
+        out = out[: cap - 1] + out[-1:]
+    return out
 
-__all__ = ["OfflineJudge", "PrecedentJudge"]
+
+def _disagree(a: _Hit, b: _Hit) -> bool:
+    """Two sections call for different outcomes: another decision, or another prescribed safe reply."""
+    if a.section.decision is not b.section.decision:
+        return True
+    return a.section.decision is Decision.safe_complete and a.section.safe_reply != b.section.safe_reply
+
+
+def _typo_views(segs: list[Segment]) -> list[Segment]:
+    from guard.normalize import normalize
+
+    out = []
+    for s in segs:
+        if s.kind in ("message", "turns", "payload") and len(s.text) < 1200:
+            fixed = normalize(s.text).typo_fixed
+            if fixed:
+                out.append(Segment(fixed, s.role, s.turn, "typos"))
+    return out[:2]
+
+
+def _risk_weights(spec: Spec) -> dict[str, float]:
+    """IDF-style weights of words that action sections use more than allow sections: the cheap pre-score."""
+    from collections import Counter
+
+    act, allow = Counter(), Counter()
+    for s in spec.rules:
+        words = set(tokens(f"{s.title} {s.body} " + " ".join(ex.text for ex in s.examples if ex.decision is not Decision.allow)))
+        (allow if s.decision is Decision.allow else act).update(words)
+    n = max(len(spec.rules), 1)
+    return {w: math.log(1 + n / c) for w, c in act.items() if allow[w] == 0}
+
+
+def _prescore(text: str, weights: dict[str, float]) -> float:
+    toks = tokens(text)
+    if not toks:
+        return 0.0
+    return sum(weights.get(t, 0.0) for t in toks) / math.sqrt(len(toks))
+
+
+def _where(seg: Segment) -> str:
+    if seg.kind == "turns":
+        return "the last user turns read together"
+    if seg.kind == "payload":
+        return f"a payload decoded from a {seg.role} message"
+    if seg.kind == "typos":
+        return f"a {seg.role} message with its typos corrected"
+    return f"a {seg.role} message" + ("" if seg.kind == "message" else ", one window of it")
+
+
+def _conf(p: float, threshold: float, positive: bool, band: float) -> float:
+    """0.5 at the threshold, 1 at the far end; a score within ``band`` of the threshold stays below 0.75
+    (what a cascade escalates)."""
+    d = (p - threshold) if positive else (threshold - p)
+    span = max((1 - threshold) if positive else threshold, 1e-6)
+    d = min(max(d, 0.0), span)
+    if band <= 0 or band >= span:
+        return 0.5 + 0.5 * d / span
+    if d < band:
+        return 0.5 + 0.25 * d / band
+    return 0.75 + 0.25 * (d - band) / (span - band)
+
+
+def _judgment(decision: Decision, sections, precedents, rationale: str, conf: float, rewrite: str | None = None,
+              name: str = OfflineJudge.name) -> Judgment:
+    return Judgment(decision=decision, sections=tuple(sections), precedents=tuple(precedents), rationale=rationale,
+                    confidence=round(min(max(conf, 0.0), 0.99), 3), rewrite=rewrite, judge=name, cost=_FREE)
+
+
+def _load_fit(path: Path) -> _Fitted:
+    d = json.loads(Path(path).read_text(encoding="utf-8"))
+    extra = {sid: [(x["decision"], x["text"]) for x in rows] for sid, rows in d.get("examples", {}).items()}
+    return _Fitted(extra, {k: float(v) for k, v in d.get("thresholds", {}).items()})
+
+
+__all__ = ["OfflineJudge", "draft_views"]

@@ -1,4 +1,4 @@
-"""Fit the offline judge's classifiers from the public sets in ../shared/evaldata (DESIGN §8).
+"""Fit the offline judge's classifiers from the public sets in ../shared/evaldata.
 
     python -m guard.judges.train [--data ../shared/evaldata] [--out guard/judges/data/offline_judge.npz]
 
@@ -37,7 +37,6 @@ import glob
 import gzip
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,11 +46,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "evaldata"
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "offline_judge.npz"
 FIT_FRACTION = 0.5
 
-REFUSAL = re.compile(
-    r"\b(i can(?:'|’|no)?t|i cannot|i won'?t|i will not|i'm (?:not able|unable|sorry)|i am (?:not able|unable|sorry)|"
-    r"as an ai|i apologi[sz]e|i must (?:decline|refuse)|not (?:appropriate|ethical) (?:for me )?to|"
-    r"i'm not going to|i do not feel comfortable|i don't feel comfortable|cannot (?:provide|assist|help|fulfill))\b",
-    re.I)
+from guard.judges.minilm import REFUSAL, InputModel, output_features  # noqa: E402,F401  (the runtime parts, re-exported)
 
 
 def fold(dataset: str, key: str, fit_fraction: float = FIT_FRACTION) -> str:
@@ -210,27 +205,6 @@ def everyday_eval(path: Path = EVERYDAY_EVAL) -> list[Row]:
 
 
 # --------------------------------------------------------------------------- features
-
-
-class InputModel:
-    """P(harmful request) from one window embedding: a one-hidden-layer MLP and a Platt calibration."""
-
-    def __init__(self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: float, scale: float = 1.0, shift: float = 0.0):
-        self.w1, self.b1, self.w2, self.b2, self.scale, self.shift = w1, b1, w2, b2, scale, shift
-
-    def logit(self, x: np.ndarray) -> np.ndarray:
-        return np.maximum(x @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
-
-    def prob(self, x: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-(self.scale * self.logit(x) + self.shift)))
-
-
-def output_features(p: np.ndarray, r: np.ndarray, refusal: float, harm) -> np.ndarray:
-    """[prompt, response, prompt*response, refusal phrase, input-harm of prompt and of response, their
-    interactions]; ``harm`` maps an embedding to P(harmful request) (the input model)."""
-    hp, hr = float(harm(p)), float(harm(r))
-    return np.concatenate([p, r, p * r, [refusal, hp, hr, hp * (1 - refusal), hp * hr, hp * refusal,
-                                         (1 - refusal) * hr]]).astype(np.float32)
 
 
 def fit_mlp(x: np.ndarray, y: np.ndarray, w: np.ndarray, hidden: int = 64, iters: int = 400, lr: float = 0.01,
@@ -412,15 +386,46 @@ def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
 from guard.types import Decision  # noqa: E402  (after the helpers: keeps the module's top readable)
 
 
+def fit_sections(data: Path = DEFAULT_DATA, cache: Path | None = None) -> dict:
+    """The section reader (guard.judges.fit_sections), on fit-fold rows only."""
+    from guard.judges.fit_sections import HARMBENCH_TO_SECTION, fit_reader
+
+    emb = _CachedEmbedder(cache)
+    sets = load_all(data)
+    # the reader's background (ordinary requests it compares against) and its training negatives are
+    # disjoint halves of the fit rows: a negative must not find itself (or its near-copies) in the background
+    half = lambda t: fold("background", t) == "fit"  # noqa: E731
+    everyday_all = [r.prompt for r in sets["everyday"] if r.fold == "fit"] + everyday_requests()
+    xs_safe = [r.prompt for r in sets["xstest"] if r.fold == "fit" and r.label == 0]
+    background = [t for t in everyday_all + xs_safe if half(t)]
+    everyday_fit = [t for t in everyday_all if not half(t)]
+    public = {
+        "xstest_safe": [(t, None, 0) for t in xs_safe if not half(t)],
+        "harmbench": [(r.prompt, HARMBENCH_TO_SECTION[r.category], 1) for r in sets["harmbench"]
+                      if r.fold == "fit" and r.category in HARMBENCH_TO_SECTION and len(r.prompt) < 400],
+    }
+    d = fit_reader(emb.embed, everyday_fit, public, background_texts=background, extra_meta={
+        "public_rows": {k: len(v) for k, v in public.items()},
+        "background_rows": len(background),
+        "background_split": "fold('background', text) == 'fit' of the everyday fit rows, templates and XSTest safe fit half",
+        "split": "XSTest fit half (guard.judges.train.fold), HarmBench val, everyday fit fold; nothing held out was used"})
+    emb.save()
+    return d
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--l2-out", type=float, default=1.0)
     ap.add_argument("--cache", type=Path, help="embedding cache file (pickle) to reuse across refits")
+    ap.add_argument("--only", choices=["harm", "sections"], help="fit only the harm models or only the section reader")
     a = ap.parse_args(argv)
-    meta = fit(a.data, a.out, a.l2_out, a.cache)
-    print(json.dumps(meta, indent=1, sort_keys=True))
+    if a.only != "sections":
+        print(json.dumps(fit(a.data, a.out, a.l2_out, a.cache), indent=1, sort_keys=True))
+    if a.only != "harm":
+        d = fit_sections(a.data, a.cache)
+        print(json.dumps({k: d[k] for k in ("threshold", "scope_threshold", "band", "meta")}, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,143 @@
+"""Split a conversation into the pieces a judge scores (guard/judges/data/README.md).
+
+Every message of every role (system, developer, user, assistant, tool) is read, after
+normalisation (guard.normalize). A message longer than one segment (40 words) is cut into
+its sentences (a long run also before a capitalised sentence opener, for a request glued to
+padding without punctuation), and a sentence longer than 16 words into windows of 16 words, so
+that benign padding around a request cannot dilute it: the judge scores each segment and the worst one decides. Segments of
+fewer than four words are read only in the joined view below. Decoded payloads (base64 and the like) are segments
+of their own. One more segment views the last user turns together, so that a request split
+across turns is judged as one.
+
+Cost is bounded: at most ``cap`` segments are scored. When there are more, the ones kept are
+(1) each payload and the joined-turns view, (2) the first and last window of the latest user
+turn and every short message among the last few, then (3) the windows with the highest cheap
+pre-score (a lexical score against the spec's action sections plus how unlike the rest of the
+conversation a window's words are, so repeated padding ranks low; microseconds), in
+conversation order. Text beyond ``max_words`` words per message is read only at its two ends
+(the hardening settings bound what a check reads in total).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from guard.normalize import normalize
+
+_WORDS = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    role: str  # the message's role, "turns" for the joined view, or the role a payload was found in
+    turn: int  # index of the message (-1: the joined view)
+    kind: str = "window"  # "message" (a whole short message) | "window" | "turns" | "payload"
+    first: bool = True  # the first window of its message
+    last: bool = True  # the last window of its message
+
+
+_GLUED = re.compile(r"(?<=[a-z0-9,;)\"'])\s+(?=(?:The|A|An|In|On|At|It|This|That|These|Those|There|How|What|Why|When|"
+                    r"Where|Who|Which|Give|Write|Tell|Explain|Describe|List|Create|Generate|Provide|Please|Can|"
+                    r"Could|Would|Should|Is|Are|Do|Does|Make|Show|Help|Find|Draft|Compose|Ignore|Now|Step|Sure|"
+                    r"Here)\b)")
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n+|$)")
+
+
+def windows(text: str, words: int = 40, stride: int = 4, max_words: int = 4000, span: int = 16) -> list[str]:
+    """A text of more than ``words`` words, as its sentences (a request is usually a sentence: the
+    padding sentences around it stay out of its piece); a sentence longer than ``span`` words is
+    read as windows of ``span`` words, ``stride`` apart, so that any run of ``span - stride``
+    words (a request glued to padding without punctuation) lies whole inside one window. A short
+    text is one piece."""
+    spans = [m.span() for m in _WORDS.finditer(text)]
+    if len(spans) <= words:
+        return [text.strip()] if text.strip() else []
+    if len(spans) > max_words:  # read both ends of an enormous message
+        cut_a, cut_b = spans[max_words // 2 - 1][1], spans[-max_words // 2][0]
+        return windows(text[:cut_a], words, stride, max_words, span) + windows(text[cut_b:], words, stride, max_words, span)
+    out: list[str] = []
+    sentences = []
+    for m in _SENTENCE.finditer(text):
+        sent = m.group(0)
+        # a request glued to padding without punctuation ("...with the harvest Give detailed steps ...")
+        # still starts like a sentence: cut a long run before a capitalised sentence opener
+        sentences += _GLUED.split(sent) if len(sent.split()) > span else [sent]
+    for sent in sentences:
+        ws = sent.split()
+        if len(ws) <= span:
+            if ws:
+                out.append(" ".join(ws))
+            continue
+        starts = list(range(0, len(ws) - span + 1, stride))
+        if starts[-1] + span < len(ws):
+            starts.append(len(ws) - span)
+        out += [" ".join(ws[i:i + span]) for i in starts]
+    return out
+
+
+def message_segments(role: str, turn: int, text: str, words: int = 40, stride: int = 8) -> list[Segment]:
+    norm = normalize(text)
+    parts = windows(norm.text, words, stride)
+    out = [Segment(p, role, turn, "message" if len(parts) == 1 else "window", i == 0, i == len(parts) - 1)
+           for i, p in enumerate(parts)]
+    for payload in norm.payloads:
+        out += [Segment(p, role, turn, "payload") for p in windows(payload, words, stride)]
+    return out
+
+
+def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 40, stride: int = 8, cap: int = 12,
+                          prescore: Callable[[str], float] | None = None, recent: int = 4) -> list[Segment]:
+    """Segments of a conversation given as (role, text) pairs, at most ``cap`` of them."""
+    segs: list[Segment] = []
+    users = [(i, t) for i, (r, t) in enumerate(messages) if r == "user" and t and t.strip()]
+    for i, (role, text) in enumerate(messages):
+        if text and text.strip():
+            segs += message_segments(role, i, text, words, stride)
+    seen: set[str] = set()
+    segs = [s for s in segs if not (s.text in seen or seen.add(s.text))]  # repeated padding is read once
+    if len(segs) > 1:  # a few words alone ("Go on.", "and then?") say nothing: the joined view reads them
+        segs = [s for s in segs if len(s.text.split()) >= 4 or s.kind == "payload"] or segs[-1:]
+    if len(users) >= 2:
+        joined = normalize(" ".join(t for _, t in users[-3:])).text
+        tail = _WORDS.findall(joined)
+        if len(tail) <= 2 * words:
+            segs.append(Segment(joined, "turns", -1, "turns"))
+    return cap_segments(segs, cap, prescore, last_user=users[-1][0] if users else None,
+                        recent_from=len(messages) - recent)
+
+
+def cap_segments(segs: list[Segment], cap: int, prescore: Callable[[str], float] | None, last_user: int | None,
+                 recent_from: int) -> list[Segment]:
+    if len(segs) <= cap:
+        return segs
+    must = [i for i, s in enumerate(segs) if s.kind in ("payload", "turns")
+            or (s.turn == last_user and (s.first or s.last))
+            or (s.kind == "message" and s.turn >= recent_from)]
+    must = must[:cap]
+    rest = [i for i in range(len(segs)) if i not in set(must)]
+    score = prescore or (lambda _t: 0.0)
+    novel = _novelty(segs)
+    rest.sort(key=lambda i: (-(score(segs[i].text) + novel[i]), -segs[i].turn, i))
+    keep = sorted(set(must) | set(rest[: max(cap - len(must), 0)]))
+    return [segs[i] for i in keep]
+
+
+def _novelty(segs: list[Segment]) -> list[float]:
+    return novelty([s.text for s in segs])
+
+
+def novelty(texts: list[str]) -> list[float]:
+    """How unlike the rest of the conversation each piece's words are (mean inverse document
+    frequency): repeated padding scores low, the one request hidden in it high."""
+    import math
+
+    docs = [set(w.lower() for w in _WORDS.findall(t)) for t in texts]
+    df: dict[str, int] = {}
+    for d in docs:
+        for w in d:
+            df[w] = df.get(w, 0) + 1
+    n = len(docs)
+    return [sum(math.log(n / df[w]) for w in d) / max(len(d), 1) for d in docs]
