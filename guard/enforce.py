@@ -1,5 +1,6 @@
 """Turn a verdict into what the caller receives. The guard carries the spec's style itself
-(DESIGN §1): refusals are the cited section's refusal text, safe completions the judge's
+(a spec handed to a model at inference time is weakest on response style; see docs/architecture.md):
+refusals are the cited section's refusal text, safe completions the judge's
 rewrite or the section's own safe reply."""
 
 from __future__ import annotations
