@@ -67,16 +67,12 @@ def synth_rows(tmp_path, per_section=4):
     return out
 
 
-def test_train_fits_synth_rows_or_says_plainly_that_this_build_cannot(tmp_path):
-    from guard.commands.train import find_fit_policy
-
+def test_train_fits_synth_rows_and_keeps_a_held_out_split(tmp_path):
     rows = synth_rows(tmp_path)
     r = guard("train", "--policy", POLICY, "--data", str(rows), "--out", str(tmp_path / "judge"))
-    if find_fit_policy() is None:  # the spec-conditioned offline judge is not in this build
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "fit_policy" in r.stderr
-    else:
-        assert r.returncode == 0, r.stderr
-        assert (tmp_path / "judge.heldout.jsonl").exists() and "--judge offline:" in r.stdout
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "judge").is_file() and (tmp_path / "judge.heldout.jsonl").exists()
+    assert "--judge offline:" in r.stdout
 
 
 def test_train_rejects_rows_citing_unknown_sections(tmp_path):
@@ -86,9 +82,8 @@ def test_train_rejects_rows_citing_unknown_sections(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
-# For the lead to enable at merge (rename to test_...), once fit_policy and `offline:PATH` are in the build:
-# the fitted judge enforces a support-bot section the stock offline judge misses, shown by guard eval.
-def lead_enable_test_synth_then_train_makes_the_offline_judge_enforce_an_operator_section(tmp_path):
+# The fitted judge enforces a support-bot section the stock offline judge misses, shown by guard eval.
+def test_synth_then_train_makes_the_offline_judge_enforce_an_operator_section(tmp_path):
     rows = synth_rows(tmp_path, per_section=8)
     judge = tmp_path / "support.judge"
     r = guard("train", "--policy", "policies/default.md", "--policy", POLICY, "--data", str(rows), "--out", str(judge),

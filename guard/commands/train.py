@@ -11,16 +11,12 @@ on rows the judge never saw.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from pathlib import Path
 
 from guard.errors import GuardError
 
 # where the spec-conditioned offline judge's fitting function may live (looked up lazily)
-_FIT_MODULES = ("guard.judges.offline", "guard.judges.train", "guard.judges.conditioned", "guard.judges.spec_fit")
-
-
 def register(sub) -> None:
     p = sub.add_parser("train", help="fit the offline judge to a policy from labelled rows (guard synth's output)")
     p.add_argument("--policy", action="append", required=True, metavar="PATH", help="policy file or folder (repeatable)")
@@ -30,18 +26,6 @@ def register(sub) -> None:
     p.add_argument("--heldout", type=float, default=0.2, metavar="FRACTION",
                    help="share of rows kept out of fitting and written to PATH.heldout.jsonl (default 0.2)")
     p.set_defaults(run=run)
-
-
-def find_fit_policy():
-    for name in _FIT_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        fn = getattr(module, "fit_policy", None)
-        if callable(fn):
-            return fn
-    return None
 
 
 def read_rows(paths: list[str]) -> list[dict]:
@@ -77,9 +61,8 @@ def run(args) -> int:
 
     if not 0 <= args.heldout < 1:
         raise GuardError("--heldout must be a fraction in [0, 1)")
-    fit_policy = find_fit_policy()
-    if fit_policy is None:
-        raise GuardError("this build has no spec-conditioned offline judge to fit (fit_policy not found)")
+    from guard.judges.fit_sections import fit_policy  # numpy only, out of the runtime import path
+
     spec = load_spec(args.policy)
     rows = read_rows(args.data)
     fit = [r for r in rows if not is_heldout(r, args.heldout)]
