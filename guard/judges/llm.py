@@ -63,7 +63,7 @@ def parse_answer(text: str, allowed_ids: set[str]) -> _Answer:
     if start < 0 or end <= start:
         raise ValueError("the answer contains no JSON object")
     try:
-        answer = _Answer.model_validate(json.loads(raw[start : end + 1]))
+        answer = _Answer.model_validate(json.loads(raw[start : end + 1], strict=False))  # raw newlines in strings: small models write them
     except json.JSONDecodeError as e:
         raise ValueError(f"the answer is not valid JSON ({e.msg})") from None
     except ValidationError as e:
@@ -172,7 +172,8 @@ class LLMJudge:
         return sem
 
     async def _call(self, messages: list[dict[str, str]], ids: tuple[str, ...], *,
-                    max_tokens: int | None = None, timeout_s: float | None = None) -> tuple[str, Usage, Cost]:
+                    max_tokens: int | None = None, timeout_s: float | None = None,
+                    stream: bool | None = None) -> tuple[str, Usage, Cost]:
         """One answer, within the deadline (queueing included); cancelled, its connection closes."""
         if "litellm" not in sys.modules:  # the first import takes seconds: not on the loop, not on the deadline
             await asyncio.to_thread(providers.litellm)
@@ -180,11 +181,12 @@ class LLMJudge:
         try:
             async with asyncio.timeout(deadline):
                 async with self._slot():
-                    return await self._complete(messages, ids, max_tokens or self.max_tokens, deadline)
+                    return await self._complete(messages, ids, max_tokens or self.max_tokens, deadline,
+                                                self.stream if stream is None else stream)
         except TimeoutError:
             raise JudgeTimeout(f"judge {self.model} timed out after {deadline:g}s") from None
 
-    async def _complete(self, messages, ids, max_tokens: int, deadline: float) -> tuple[str, Usage, Cost]:
+    async def _complete(self, messages, ids, max_tokens: int, deadline: float, stream: bool) -> tuple[str, Usage, Cost]:
         litellm = providers.litellm()
         while True:
             kwargs = providers.call_args(
@@ -192,7 +194,7 @@ class LLMJudge:
                 messages=messages, max_tokens=max_tokens, temperature=0, drop_params=True,
                 **request_args(self.mechanism, ids), **reasoning_args(self.model, self.api_base, self.reasoning_effort))
             try:
-                resp = await (self._streamed(litellm, kwargs) if self.stream else litellm.acompletion(**kwargs))
+                resp = await (self._streamed(litellm, kwargs) if stream else litellm.acompletion(**kwargs))
             except litellm.exceptions.Timeout:
                 raise JudgeTimeout(f"judge {self.model} timed out after {deadline:g}s") from None
             except litellm.exceptions.ContextWindowExceededError:
@@ -248,21 +250,27 @@ class LLMJudge:
         """Check at start that the judge answers: reachable, the model served, which structured-output
         mechanism the server takes, and a context large enough for the prompt budget plus the answer.
 
-        Two calls asking for 1 token each: a short one (which also measures how the model's tokenizer
-        counts plain English), then one as long as the budget plus the answer, in the model's tokens."""
+        Three calls asking for 1 token each: two short ones (reachable, model served, format accepted; they also
+        measure how the model's tokenizer counts plain English), then one as long as the budget plus the answer
+        in the model's own tokens."""
         t0 = time.perf_counter()
         try:
             short = _filler(120)
             wait = max(self.timeout_s, PROBE_TIMEOUT_S)  # a cold server loads and fills its cache first
-            _, u1, _ = await self._call(_probe_messages(short), ("overview",), max_tokens=1, timeout_s=wait)
+
+            async def one(filler: str) -> Usage:
+                # not streamed: 1 token is nothing to abandon, and servers report their own token counts only then
+                return (await self._call(_probe_messages(filler), ("overview",), max_tokens=1, timeout_s=wait,
+                                         stream=False))[1]
+
+            u0, u1 = await one(""), await one(short)
             checked = "not checked (the server reports no token usage)"
-            usage = u1
-            if u1.prompt_tokens:
-                chars_per_token = len(short) / u1.prompt_tokens
-                target = self.prompt_tokens + self.max_tokens - 16
-                _, u2, _ = await self._call(_probe_messages(_filler(int(target * chars_per_token / 3.5))),
-                                            ("overview",), max_tokens=1, timeout_s=wait)
-                usage = u1 + u2
+            usage = u0 + u1
+            if u1.prompt_tokens > u0.prompt_tokens:
+                chars_per_token = len(short) / (u1.prompt_tokens - u0.prompt_tokens)
+                target = self.prompt_tokens + self.max_tokens - u0.prompt_tokens - 16
+                u2 = await one(_filler(int(target * chars_per_token / 3.5)))
+                usage = usage + u2
                 checked = f"a {u2.prompt_tokens}-token prompt fits (budget {self.prompt_tokens} + answer {self.max_tokens})"
         except JudgeError as e:
             return ProbeResult(ok=False, judge=self.name, detail=self._unready(str(e)),
