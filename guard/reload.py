@@ -50,7 +50,7 @@ def reloaded(guard: Guard) -> Guard:
     new.retriever = Guard(spec, guard.judge, settings=guard.settings, cache=guard.cache,  # built as the constructor builds it
                           metrics=guard.metrics).retriever
     judge = guard.judge
-    warm = getattr(judge, "warm_up", None) or getattr(getattr(judge, "first", None), "warm_up", None)
+    warm = getattr(judge, "warm_up", None)
     if warm is not None:
         warm(spec)  # the judge's per-spec index now, not on the first request after the switch
     return new

@@ -409,6 +409,17 @@ def test_readyz_probes_an_llm_judge_and_says_when_it_is_unreachable(upstream):
     assert r.status_code == 503 and "unreachable" in r.json()["checks"]["judge"]
 
 
+def test_readyz_stays_ready_when_a_cascades_llm_judge_is_down_since_the_offline_judge_still_decides(upstream):
+    from guard.judges.cascade import CascadeJudge
+    from guard.judges.llm import LLMJudge
+    from guard.judges.offline import OfflineJudge
+
+    judge = CascadeJudge(OfflineJudge(), LLMJudge("openai/fake-model", api_base="http://127.0.0.1:9/v1"))
+    with guard_server(upstream.base_url, judge=judge) as server:
+        r = httpx.get(server.base_url.removesuffix("/v1") + "/readyz")
+    assert r.status_code == 200 and "unreachable" in r.json()["checks"]["judge"]
+
+
 # --------------------------------------------------------------------------- hostile input (issue: 500s where a 400 is due)
 
 

@@ -143,10 +143,9 @@ def build_guard(args):
 
 def warm_up(guard) -> None:
     """Load models before timing, so the first check's latency is a check, not a model load."""
-    for j in (guard.judge, getattr(guard.judge, "first", None)):
-        fn = getattr(j, "warm_up", None)
-        if callable(fn):
-            fn(guard.spec)
+    fn = getattr(guard.judge, "warm_up", None)  # a cascade forwards it to both of its judges
+    if callable(fn):
+        fn(guard.spec)
 
 
 def run(args) -> int:

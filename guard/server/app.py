@@ -122,9 +122,10 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None, upstream: Any
 @asynccontextmanager
 async def lifespan(app: Starlette):
     guard, upstream = app.state.guard, app.state.upstream
-    warm = getattr(guard.judge, "warm_up", None) or getattr(getattr(guard.judge, "first", None), "warm_up", None)
+    warm = getattr(guard.judge, "warm_up", None)  # optional parts of the Judge protocol (docs/judges.md)
     if warm is not None:
         await asyncio.to_thread(warm, guard.spec)  # load the model now, not on the first request
+    await routes.probe_judge(app.state)  # an unreachable, missing or too-small judge is said at start
     log.info("guard_ready", policy_version=guard.spec.version, judge=guard.judge.name,
              upstream=getattr(upstream, "name", None), mode=app.state.config.mode)
     yield

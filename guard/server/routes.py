@@ -9,11 +9,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from guard.errors import UpstreamError
+from guard.logs import get_logger
 from guard.present import result_json
 from guard.server.body import parse
 from guard.server.chat import guard_headers, json_response, request_body, upstream_error
 from guard.types import ChatRequest
 from guard.upstream import LiteLLMUpstream, OpenAIUpstream
+
+log = get_logger("guard.server")
 
 
 class CheckRequest(ChatRequest):
@@ -51,16 +54,16 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    guard, upstream = request.app.state.guard, request.app.state.upstream
+    state = request.app.state
+    guard, upstream = state.guard, state.upstream
     checks = {"policy": f"{len(guard.spec.sections)} sections, version {guard.spec.version}", "judge": guard.judge.name}
     ok = True
-    llm = getattr(guard.judge, "second", guard.judge)  # the cascade's reasoning judge, or the judge itself
-    if getattr(llm, "api_base", None):
-        try:
-            async with _probe_session() as s, s.get(llm.api_base.rstrip("/") + "/models") as r:
-                checks["judge"] += f" (reachable, HTTP {r.status})"
-        except Exception as e:  # noqa: BLE001 - any failure to connect means not ready
-            ok, checks["judge"] = False, f"{guard.judge.name} unreachable at {llm.api_base}: {type(e).__name__}"
+    probe = getattr(state, "judge_probe", None)
+    if probe is not None and not probe.ok:  # probed at start and failing: look again (it may have come up)
+        probe = await probe_judge(state)
+    if probe is not None:
+        checks["judge"] = probe.detail
+        ok = probe.ok or probe.still_decides  # a cascade whose LLM is down still decides offline
     if isinstance(upstream, OpenAIUpstream):
         try:
             await asyncio.wait_for(upstream.models(), 3.0)
@@ -74,13 +77,21 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503)
 
 
+async def probe_judge(state):
+    """The judge's own check (``probe()``, optional in the Judge protocol), kept on ``state.judge_probe``
+    and logged. A judge probes itself at start; /readyz asks again only while it is failing."""
+    fn = getattr(state.guard.judge, "probe", None)
+    if fn is None:
+        state.judge_probe = None
+        return None
+    result = state.judge_probe = await fn()
+    (log.info if result.ok else log.warning)("guard_judge_probe", judge=result.judge, ok=result.ok,
+                                             still_decides=result.still_decides, detail=result.detail,
+                                             structured_output=result.structured_output)
+    return result
+
+
 async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     return Response(generate_latest(request.app.state.guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _probe_session():
-    import aiohttp
-
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
