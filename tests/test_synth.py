@@ -82,8 +82,10 @@ def test_train_rejects_rows_citing_unknown_sections(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
-# The fitted judge enforces a support-bot section the stock offline judge misses, shown by guard eval.
-def test_synth_then_train_makes_the_offline_judge_enforce_an_operator_section(tmp_path):
+# Synth rows -> a fitted judge that guard eval measures beside the stock one, on rows neither was fitted on.
+# (The scripted model writes variants of the sections' own examples, which the stock section reader already
+# enforces: this checks the plumbing and that fitting costs no recall, not that it adds some.)
+def test_synth_then_train_gives_a_fitted_judge_that_guard_eval_measures_before_and_after(tmp_path):
     rows = synth_rows(tmp_path, per_section=8)
     judge = tmp_path / "support.judge"
     r = guard("train", "--policy", "policies/default.md", "--policy", POLICY, "--data", str(rows), "--out", str(judge),
@@ -93,4 +95,5 @@ def test_synth_then_train_makes_the_offline_judge_enforce_an_operator_section(tm
     policies = ["--policy", "policies/default.md", "--policy", POLICY]
     before = json.loads(guard("eval", "--data", held, *policies, "--json").stdout)
     after = json.loads(guard("eval", "--data", held, *policies, "--judge", f"offline:{judge}", "--json").stdout)
-    assert after["recall"] > before["recall"]
+    assert before["judge"] != after["judge"] and after["judge"].endswith("+support")
+    assert after["n"] == before["n"] > 0 and after["recall"] >= before["recall"] > 0.5
