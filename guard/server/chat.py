@@ -40,19 +40,29 @@ async def chat_completions(request: Request) -> Response:
     if req.streamed:
         return await stream_chat(request, req, up, rid)
     keep = KeepRaw(up, body, raw)
-    try:
-        result = await until_disconnect(request, state.guard.complete(req, keep, body=body, request_id=rid))
-    except UpstreamError as e:
-        return upstream_error(e)
-    if result is None:  # the client went away (the upstream call was cancelled with it), or a shutdown cut it
-        if state.drain.cutting:
-            return error_response(503, state.drain.message, code="shutting_down")
-        return Response(status_code=499)
-    request.scope["state"]["guard_result"] = result
+    result = await complete(request, state.guard.complete(req, keep, body=body, request_id=rid))
+    if isinstance(result, Response):
+        return result
     headers = guard_headers(result)
     if not result.enforced and keep.raw is not None and result.response == keep.parsed:  # nothing removed from it
         return Response(keep.raw, media_type="application/json", headers=headers)  # the upstream's own bytes
     return json_response(present(request, result.response, result), headers)
+
+
+async def complete(request: Request, work) -> GuardResult | Response:
+    """A non-streamed request through the pipeline (``work``), recorded for the log, or the answer
+    when it could not finish: the upstream's error, 503 during a shutdown, 499 when the client left."""
+    try:
+        result = await until_disconnect(request, work)
+    except UpstreamError as e:
+        return upstream_error(e)
+    if result is None:  # the client went away (the upstream call was cancelled with it), or a shutdown cut it
+        drain = request.app.state.drain
+        if drain.cutting:
+            return error_response(503, drain.message, code="shutting_down")
+        return Response(status_code=499)
+    request.scope["state"]["guard_result"] = result
+    return result
 
 
 async def until_disconnect(request: Request, work):

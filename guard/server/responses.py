@@ -20,8 +20,8 @@ from guard.responses import ResponsesInputError, ResponsesRequest, new_id, sse, 
 from guard.responses_stream import ResponsesStream
 from guard.logs import get_logger
 from guard.server.body import parse
-from guard.server.chat import guard_headers, guard_object, json_response, request_body, until_disconnect, upstream_error
-from guard.server.http import HTTPError, error_response
+from guard.server.chat import complete, guard_headers, guard_object, json_response, request_body, upstream_error
+from guard.server.http import HTTPError
 from guard.streaming import GuardedStream
 from guard.types import ChatRequest, GuardResult
 
@@ -30,7 +30,7 @@ log = get_logger("guard.server")
 
 async def responses(request: Request) -> Response:
     state = request.app.state
-    guard, config = state.guard, state.config
+    guard = state.guard
     _, body = await request_body(request)
     rreq = parse(ResponsesRequest, body)
     try:
@@ -41,15 +41,9 @@ async def responses(request: Request) -> Response:
     rid = request.scope["state"]["request_id"]
     if rreq.stream:
         return await _stream(request, rreq, req, up, rid)
-    try:
-        result = await until_disconnect(request, guard.complete(req, up, request_id=rid))
-    except UpstreamError as e:
-        return upstream_error(e)
-    if result is None:  # the client went away (the upstream call was cancelled with it), or a shutdown cut it
-        if state.drain.cutting:
-            return error_response(503, state.drain.message, code="shutting_down")
-        return Response(status_code=499)
-    request.scope["state"]["guard_result"] = result
+    result = await complete(request, guard.complete(req, up, request_id=rid))
+    if isinstance(result, Response):
+        return result
     info = (result.response or {}).get("guard")
     out = to_response(rreq, result.response, new_id("resp"), guard_object(request, info, result) if info else None)
     return json_response(out, guard_headers(result))
