@@ -94,11 +94,9 @@ class Guard:
         except JudgeError as e:
             verdict = self._degraded(stage, e, case.retrieval.scores, t0)
         else:
-            verdict = Verdict(stage=stage, decision=j.decision, sections=j.sections, precedents=j.precedents,
-                              rationale=j.rationale, confidence=j.confidence, rewrite=j.rewrite, judge=j.judge,
-                              policy_version=self.spec.version, retrieved=case.retrieval.scores, escalated=j.escalated,
-                              latency_ms=(self.clock() - t0) * 1000, usage=j.usage, cost=j.cost, degraded=j.degraded,
-                              degraded_reason=j.degraded_reason, structured_output=j.structured_output)
+            # a Verdict is the Judgment (every field of it) plus what only the pipeline knows
+            verdict = Verdict(**dict(j), stage=stage, policy_version=self.spec.version,
+                              retrieved=case.retrieval.scores, latency_ms=(self.clock() - t0) * 1000)
             if j.degraded:  # decided, but without the judge that should have: counted, never cached
                 self.metrics.judge_failures.labels(self.judge.name, "escalation", "offline").inc()
             elif self.cache is not None:
