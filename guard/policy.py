@@ -175,7 +175,31 @@ def parse_policy(text: str, source: str = "<policy>") -> tuple[list[PolicySectio
 
 
 def _parse_section(block: list[str], start: int, source: str, policy_id: str, err) -> PolicySection | None:
-    m = _HEADING.match(block[0])
+    head = _heading(block[0], start, err)
+    if head is None:
+        return None
+    sid, title = head
+    meta, k = _meta(block, start, sid, err)
+    fields = _settings(meta, sid, start, err)
+    if fields is None:
+        return None
+    parts, examples = _body(block, k, start, sid, err)
+    body = "\n".join(parts["body"]).strip()
+    if not body and fields["kind"] == "rule":
+        err(start, f"section '{sid}': a rule needs a description of what it covers")
+        return None
+    return PolicySection(
+        id=sid, policy=policy_id or "?", title=title, **fields,
+        refusal=meta.get("refusal", (None, 0))[0] or None, safe_reply=meta.get("safe_reply", (None, 0))[0] or None,
+        body=body, precedence="\n".join(parts.get("precedence", [])).strip(),
+        safe_completion="\n".join(parts.get("safe completion", [])).strip(), examples=tuple(examples),
+        source=source, line=start,
+    )
+
+
+def _heading(line: str, start: int, err) -> tuple[str, str] | None:
+    """(id, title) of a '## Title {#id}' heading."""
+    m = _HEADING.match(line)
     if not m or not m["title"]:
         err(start, "section heading must be '## Title {#section-id}'")
         return None
@@ -186,8 +210,11 @@ def _parse_section(block: list[str], start: int, source: str, policy_id: str, er
     if not _ID.match(sid):
         err(start, f"section id {sid!r} must be lowercase letters, digits and '-'")
         return None
+    return sid, m["title"].strip()
 
-    # key: value lines directly under the heading
+
+def _meta(block: list[str], start: int, sid: str, err) -> tuple[dict[str, tuple[str, int]], int]:
+    """The 'key: value' lines directly under the heading (value, line), and where the body starts."""
     meta: dict[str, tuple[str, int]] = {}
     k = 1
     while k < len(block) and block[k].strip():
@@ -198,7 +225,11 @@ def _parse_section(block: list[str], start: int, source: str, policy_id: str, er
             break
         meta[mm["key"]] = (mm["value"].strip(), start + k)
         k += 1
+    return meta, k
 
+
+def _settings(meta: dict[str, tuple[str, int]], sid: str, start: int, err) -> dict | None:
+    """kind, decision, priority and stage from the meta lines, validated; None after an error."""
     kind = meta.get("kind", ("rule", start))[0]
     if kind not in ("rule", "overview", "style"):
         err(meta["kind"][1], f"section '{sid}': unknown kind '{kind}' (rule, overview, style)")
@@ -226,8 +257,11 @@ def _parse_section(block: list[str], start: int, source: str, policy_id: str, er
     if stage not in ("input", "output", "both"):
         err(meta["stage"][1], f"section '{sid}': unknown stage '{stage}' (input, output, both)")
         return None
+    return {"kind": kind, "decision": decision, "priority": priority, "stage": stage}
 
-    # body and level-3 subsections
+
+def _body(block: list[str], k: int, start: int, sid: str, err) -> tuple[dict[str, list[str]], list[Example]]:
+    """The body's lines by level-3 subsection, and the labelled examples."""
     parts: dict[str, list[str]] = {"body": []}
     current = "body"
     examples: list[Example] = []
@@ -241,33 +275,25 @@ def _parse_section(block: list[str], start: int, source: str, policy_id: str, er
             else:
                 current = name
             parts.setdefault(current, [])
-            continue
-        if current == "examples":
-            if not line.strip():
-                continue
-            em = _EXAMPLE.match(line.strip())
-            if not em:
-                err(ln, f"section '{sid}': example must be '- allow|refuse|safe_complete: text', got {line.strip()[:60]!r}")
-                continue
-            try:
-                dec = Decision(em["decision"])
-            except ValueError:
-                err(ln, f"section '{sid}': unknown example decision '{em['decision']}' ({_DECISIONS})")
-                continue
-            text, _, response = em["text"].partition(" => ")
-            examples.append(Example(id=f"{sid}#{len(examples) + 1}", decision=dec, text=text.strip(),
-                                    response=response.strip() or None, line=ln))
-        else:
+        elif current != "examples":
             parts[current].append(line)
+        elif line.strip():
+            ex = _example(line.strip(), ln, f"{sid}#{len(examples) + 1}", err)
+            if ex is not None:
+                examples.append(ex)
+    return parts, examples
 
-    body = "\n".join(parts["body"]).strip()
-    if not body and kind == "rule":
-        err(start, f"section '{sid}': a rule needs a description of what it covers")
+
+def _example(line: str, ln: int, eid: str, err) -> Example | None:
+    sid = eid.split("#")[0]
+    em = _EXAMPLE.match(line)
+    if not em:
+        err(ln, f"section '{sid}': example must be '- allow|refuse|safe_complete: text', got {line[:60]!r}")
         return None
-    return PolicySection(
-        id=sid, policy=policy_id or "?", title=m["title"].strip(), kind=kind, decision=decision, priority=priority,
-        stage=stage, refusal=meta.get("refusal", (None, 0))[0] or None, safe_reply=meta.get("safe_reply", (None, 0))[0] or None,
-        body=body, precedence="\n".join(parts.get("precedence", [])).strip(),
-        safe_completion="\n".join(parts.get("safe completion", [])).strip(), examples=tuple(examples),
-        source=source, line=start,
-    )
+    try:
+        dec = Decision(em["decision"])
+    except ValueError:
+        err(ln, f"section '{sid}': unknown example decision '{em['decision']}' ({_DECISIONS})")
+        return None
+    text, _, response = em["text"].partition(" => ")
+    return Example(id=eid, decision=dec, text=text.strip(), response=response.strip() or None, line=ln)
