@@ -87,7 +87,7 @@ class OfflineJudge:
     def __init__(self, weights: Path | str = WEIGHTS, reader: Path | str = READER, embedder=None,
                  refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.85,
                  later_content_at: float = 0.95, window_refuse_at: float = 0.6, cap: int = 8,
-                 words: int = 40, stride: int = 8, policy_fit: Path | str | None = None, corroborate_at: float = 0.4,
+                 words: int = 40, stride: int = 8, policy_fit: Path | str | None = None, corroborate_at: float = 0.5,
                  evidence: str = "top2", repeat_at: float = 0.85):
         self.weights, self.reader_path, self._embedder = Path(weights), Path(reader), embedder
         self.refuse_at, self.refuse_output_at, self.content_at = refuse_at, refuse_output_at, content_at
@@ -288,12 +288,18 @@ class OfflineJudge:
             close = [h for h in over if h is best or (h.prob >= max(best.prob - 0.25, 0.5) and _disagree(h, best))]
             h = max(close, key=lambda h: (h.section.priority, h is best, h.prob))
             decision = h.section.decision or Decision.refuse
+            if harm >= refuse_at and decision is Decision.refuse:
+                # a refusal that rests on harm cites, of the refuse sections reading at least even, the one whose
+                # own examples match the harmful segment best (a nail bomb is [weapons], not [cbrn])
+                alts = [x for x in hits if x.section.decision is Decision.refuse and x.prob >= 0.5] or [h]
+                h = max(alts, key=lambda x: (_match(x, harm_k), x is h))
             if harm >= refuse_at and decision is Decision.safe_complete and what == "request":
                 decision = Decision.safe_complete  # the section's prescribed style still applies
             conf = _conf(h.prob, h.threshold, True, self.reader.band)
             if harm >= refuse_at:
                 conf = max(conf, _conf(harm, refuse_at, True, 0.0))
-            rationale = (f"The {what} ({_where(h.segment)}) falls under [{h.section.id}] (reading score {h.prob:.2f} "
+            under = "falls under" if h.prob >= h.threshold else "looks harmful and its examples match best those of"
+            rationale = (f"The {what} ({_where(h.segment)}) {under} [{h.section.id}] (reading score {h.prob:.2f} "
                          f"against threshold {h.threshold:.2f}"
                          + (f", nearest precedent {h.precedent}" if h.precedent else "") + f", harm prior {harm:.2f})"
                          + (f"; [{h.section.id}] has the highest priority among the sections it falls under" if len(close) > 1 else "")
