@@ -87,8 +87,8 @@ class OfflineJudge:
     def __init__(self, weights: Path | str = WEIGHTS, reader: Path | str = READER, embedder=None,
                  refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.85,
                  later_content_at: float = 0.95, window_refuse_at: float = 0.6, cap: int = 8,
-                 words: int = 40, stride: int = 8, policy_fit: Path | str | None = None, corroborate_at: float = 0.5,
-                 evidence: str = "top2", repeat_at: float = 0.85):
+                 words: int = 40, stride: int = 8, policy_fit: Path | str | None = None, corroborate_at: float = 0.4,
+                 evidence: str = "nearest", repeat_at: float = 0.85):
         self.weights, self.reader_path, self._embedder = Path(weights), Path(reader), embedder
         self.refuse_at, self.refuse_output_at, self.content_at = refuse_at, refuse_output_at, content_at
         self.later_content_at, self.window_refuse_at = later_content_at, window_refuse_at
