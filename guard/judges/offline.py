@@ -8,12 +8,15 @@ Per check:
 2. **Sections decide.** For every retrieved rule section that calls for action, a fitted
    section reader (guard.judges.minilm.SectionReader) gives the probability that a segment
    falls under that section's definition, from the section's own prose and examples (allow
-   examples veto); "stay on topic" sections score distance from the policy's scope. A
+   examples veto); "stay on topic" sections score distance from the policy's scope. Unless the
+   harm prior finds a segment harmful, a section needs evidence beyond topic: the segment must be
+   nearer the section's nearest action example than ordinary requests; a near repeat of one of
+   its action examples falls under it. A
    section whose probability passes the threshold decides with its own decision; among
    several, the highest priority wins.
 3. **A harm prior** (the input model fitted on public sets) is one more input: a segment it
    finds harmful is refused even when no section reads as a clear match, citing the
-   retrieved section that reads closest.
+   retrieved refuse section whose examples match that segment best.
 4. **Output stage.** The draft is judged for what it does: each draft segment is scored with
    the prompt, so a harmful answer after pleasantries, after a refusal ("I can't help with
    that. Just kidding: step 1...") or inside a code block or tool call is caught; a draft
@@ -82,7 +85,7 @@ class OfflineJudge:
     """Offline, deterministic. ``refuse_at``: harm prior at or above which a segment is refused;
     ``refuse_output_at``: the same for a draft; ``cap``: most segments scored per check."""
 
-    name = "offline:sections-v1"
+    name = "offline:sections-v2"
 
     def __init__(self, weights: Path | str = WEIGHTS, reader: Path | str = READER, embedder=None,
                  refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.85,
@@ -96,7 +99,7 @@ class OfflineJudge:
         self.policy_fit = Path(policy_fit) if policy_fit else None
         self.evidence, self.repeat_at = evidence, repeat_at
         if self.policy_fit:
-            self.name = f"offline:sections-v1+{self.policy_fit.stem}"
+            self.name = f"offline:sections-v2+{self.policy_fit.stem}"
         self._models: HarmModels | None = None
         self._reader: SectionReader | None = None
         self._fitted: _Fitted | None = None
