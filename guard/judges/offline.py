@@ -224,10 +224,12 @@ class OfflineJudge:
         k = int(np.argmax(probs))
         # an operator's refuse rule (a section the harm prior does not speak for) also binds the draft;
         # the default spec's advice sections ask for a style, which a helpful draft does not break
-        hits = [h for h in self._hits(case, idx, segs, dv, content, harm_sections=False)
-                if h.section.decision is Decision.refuse and not views[segs.index(h.segment)][1]
+        every = self._hits(case, idx, segs, dv, content)
+        hits = [h for h in every if idx.protos[h.section.id].harm < 0.5
+                and h.section.decision is Decision.refuse and not views[segs.index(h.segment)][1]
                 and h.prob >= h.threshold + self.reader.band]
-        j = self._decide(case, hits, float(probs[k]), segs[k], self.refuse_output_at, "draft response", k)
+        # a harmful draft with no deciding section cites the refuse section whose examples its harmful part matches
+        j = self._decide(case, hits, float(probs[k]), segs[k], self.refuse_output_at, "draft response", k, cite=every)
         if j.decision is Decision.safe_complete:  # a draft with such detail is refused, not rewritten
             j = j.model_copy(update={"decision": Decision.refuse, "rewrite": None})
         return j
@@ -281,7 +283,7 @@ class OfflineJudge:
         return out
 
     def _decide(self, case: Case, hits: list[_Hit], harm: float, harm_seg: Segment, refuse_at: float,
-                what: str, harm_k: int = 0) -> Judgment:
+                what: str, harm_k: int = 0, cite: list[_Hit] | None = None) -> Judgment:
         over = [h for h in hits if h.prob >= h.threshold]
         where = _where(harm_seg)
         if over:
@@ -310,7 +312,8 @@ class OfflineJudge:
             rewrite = h.section.safe_reply if decision is Decision.safe_complete else None
             return self._j(decision, (h.section.id,), (h.precedent,) if h.precedent else (), rationale, conf, rewrite)
         if harm >= refuse_at:
-            cands = [h for h in hits if h.section.decision is Decision.refuse] or hits
+            pool = hits if cite is None else cite
+            cands = [h for h in pool if h.section.decision is Decision.refuse] or pool
             conf = _conf(harm, refuse_at, True, 0.0)
             if not cands:
                 cite = tuple(i for i in case.retrieval.ids if (s := case.spec.get(i)) is not None and s.kind == "overview")[:1]
