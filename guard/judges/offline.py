@@ -8,12 +8,15 @@ Per check:
 2. **Sections decide.** For every retrieved rule section that calls for action, a fitted
    section reader (guard.judges.minilm.SectionReader) gives the probability that a segment
    falls under that section's definition, from the section's own prose and examples (allow
-   examples veto); "stay on topic" sections score distance from the policy's scope. A
+   examples veto); "stay on topic" sections score distance from the policy's scope. Unless the
+   harm prior finds a segment harmful, a section needs evidence beyond topic: the segment must be
+   nearer the section's nearest action example than ordinary requests; a near repeat of one of
+   its action examples falls under it. A
    section whose probability passes the threshold decides with its own decision; among
    several, the highest priority wins.
 3. **A harm prior** (the input model fitted on public sets) is one more input: a segment it
    finds harmful is refused even when no section reads as a clear match, citing the
-   retrieved section that reads closest.
+   retrieved refuse section whose examples match that segment best.
 4. **Output stage.** The draft is judged for what it does: each draft segment is scored with
    the prompt, so a harmful answer after pleasantries, after a refusal ("I can't help with
    that. Just kidding: step 1...") or inside a code block or tool call is caught; a draft
@@ -74,25 +77,29 @@ class _Hit:
     threshold: float
     segment: Segment
     precedent: str | None
+    match: np.ndarray | None = None  # per segment: similarity to the section's nearest action example
+    repeat: bool = False  # the segment nearly repeats one of the section's action examples
 
 
 class OfflineJudge:
     """Offline, deterministic. ``refuse_at``: harm prior at or above which a segment is refused;
     ``refuse_output_at``: the same for a draft; ``cap``: most segments scored per check."""
 
-    name = "offline:sections-v1"
+    name = "offline:sections-v2"
 
     def __init__(self, weights: Path | str = WEIGHTS, reader: Path | str = READER, embedder=None,
                  refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.85,
                  later_content_at: float = 0.95, window_refuse_at: float = 0.6, cap: int = 8,
-                 words: int = 40, stride: int = 8, policy_fit: Path | str | None = None, corroborate_at: float = 0.4):
+                 words: int = 40, stride: int = 8, policy_fit: Path | str | None = None, corroborate_at: float = 0.4,
+                 evidence: str = "nearest", repeat_at: float = 0.85):
         self.weights, self.reader_path, self._embedder = Path(weights), Path(reader), embedder
         self.refuse_at, self.refuse_output_at, self.content_at = refuse_at, refuse_output_at, content_at
         self.later_content_at, self.window_refuse_at = later_content_at, window_refuse_at
         self.cap, self.words, self.stride, self.corroborate_at = cap, words, stride, corroborate_at
         self.policy_fit = Path(policy_fit) if policy_fit else None
+        self.evidence, self.repeat_at = evidence, repeat_at
         if self.policy_fit:
-            self.name = f"offline:sections-v1+{self.policy_fit.stem}"
+            self.name = f"offline:sections-v2+{self.policy_fit.stem}"
         self._models: HarmModels | None = None
         self._reader: SectionReader | None = None
         self._fitted: _Fitted | None = None
@@ -191,7 +198,7 @@ class OfflineJudge:
         lo, hi = self.refuse_at, self.window_refuse_at
         eff = np.where(piece, np.where(harm >= hi, lo + (harm - hi) * (1 - lo) / (1 - hi), harm * lo / hi), harm)
         k = int(np.argmax(eff))
-        return self._decide(case, hits, float(eff[k]), segs[k], self.refuse_at, "request")
+        return self._decide(case, hits, float(eff[k]), segs[k], self.refuse_at, "request", k)
 
     def _output(self, case: Case, idx: SectionIndex, risk) -> Judgment:
         draft = case.draft or ""
@@ -217,10 +224,12 @@ class OfflineJudge:
         k = int(np.argmax(probs))
         # an operator's refuse rule (a section the harm prior does not speak for) also binds the draft;
         # the default spec's advice sections ask for a style, which a helpful draft does not break
-        hits = [h for h in self._hits(case, idx, segs, dv, content, harm_sections=False)
-                if h.section.decision is Decision.refuse and not views[segs.index(h.segment)][1]
+        every = self._hits(case, idx, segs, dv, content)
+        hits = [h for h in every if idx.protos[h.section.id].harm < 0.5
+                and h.section.decision is Decision.refuse and not views[segs.index(h.segment)][1]
                 and h.prob >= h.threshold + self.reader.band]
-        j = self._decide(case, hits, float(probs[k]), segs[k], self.refuse_output_at, "draft response")
+        # a harmful draft with no deciding section cites the refuse section whose examples its harmful part matches
+        j = self._decide(case, hits, float(probs[k]), segs[k], self.refuse_output_at, "draft response", k, cite=every)
         if j.decision is Decision.safe_complete:  # a draft with such detail is refused, not rewritten
             j = j.model_copy(update={"decision": Decision.refuse, "rewrite": None})
         return j
@@ -249,31 +258,53 @@ class OfflineJudge:
                 continue
             probs, thr = reader.score(p, v, h, bg)
             probs = np.where(piece, probs - reader.band, probs)  # a piece must read clearly under the section
-            if p.harm >= 0.5:  # a section about harm: the harm prior must agree the segment is not plainly benign
-                probs = np.where(h >= self.corroborate_at, probs, np.minimum(probs, thr - 1e-3))
             thr = fitted.thresholds.get(s.id, idx.thresholds.get(s.id, thr))
+            below = thr - 1e-3
+            sims = v @ p.action.T if len(p.action) else None
+            repeat = np.zeros(len(v), bool)
+            if sims is not None and p.scope is None:
+                # a segment that nearly repeats one of the section's own action examples (and is not nearer an
+                # allow example) falls under it, whatever the reader's smoother reading says
+                allow = (v @ p.veto.T).max(1) if p.veto is not None and len(p.veto) else np.full(len(v), -1.0)
+                repeat = (sims.max(1) >= self.repeat_at) & (sims.max(1) > allow)
+                probs = np.where(repeat, np.maximum(probs, thr + reader.band), probs)
+            if p.harm >= 0.5:  # a section about harm: the harm prior must agree the segment is not plainly benign
+                probs = np.where(h >= self.corroborate_at, probs, np.minimum(probs, below))
+            if sims is not None and p.scope is None and self.evidence != "none":
+                # evidence, not topic: unless the harm prior already finds it harmful, the segment must read
+                # closer to the section's own examples (its two nearest) than to ordinary requests; "explain
+                # how vaccines work" is near cbrn's topic but nearer still to everyday questions
+                near = np.sort(sims, 1)[:, -2:].mean(1) if self.evidence == "top2" else sims.max(1)
+                probs = np.where((near > bg) | (h >= self.refuse_at), probs, np.minimum(probs, below))
             k = int(np.argmax(probs))
-            prec = p.action_ids[int(np.argmax(p.action @ v[k]))] if len(p.action) else None
-            out.append(_Hit(s, float(probs[k]), thr, segs[k], prec))
+            prec = p.action_ids[int(np.argmax(sims[k]))] if sims is not None else None
+            out.append(_Hit(s, float(probs[k]), thr, segs[k], prec, sims.max(1) if sims is not None else None,
+                            bool(repeat[k])))
         return out
 
     def _decide(self, case: Case, hits: list[_Hit], harm: float, harm_seg: Segment, refuse_at: float,
-                what: str) -> Judgment:
+                what: str, harm_k: int = 0, cite: list[_Hit] | None = None) -> Judgment:
         over = [h for h in hits if h.prob >= h.threshold]
         where = _where(harm_seg)
         if over:
             # the best reading decides; where a clear match near it calls for a different decision, the
             # spec's precedence applies: the highest priority wins
-            best = max(over, key=lambda h: h.prob - h.threshold)
+            best = max(over, key=lambda h: (h.repeat, h.prob - h.threshold))
             close = [h for h in over if h is best or (h.prob >= max(best.prob - 0.25, 0.5) and _disagree(h, best))]
             h = max(close, key=lambda h: (h.section.priority, h is best, h.prob))
             decision = h.section.decision or Decision.refuse
+            if harm >= refuse_at and decision is Decision.refuse:
+                # a refusal that rests on harm cites, of the refuse sections reading at least even, the one whose
+                # own examples match the harmful segment best (a nail bomb is [weapons], not [cbrn])
+                alts = [x for x in hits if x.section.decision is Decision.refuse and x.prob >= 0.5] or [h]
+                h = max(alts, key=lambda x: (_match(x, harm_k), x is h))
             if harm >= refuse_at and decision is Decision.safe_complete and what == "request":
                 decision = Decision.safe_complete  # the section's prescribed style still applies
             conf = _conf(h.prob, h.threshold, True, self.reader.band)
             if harm >= refuse_at:
                 conf = max(conf, _conf(harm, refuse_at, True, 0.0))
-            rationale = (f"The {what} ({_where(h.segment)}) falls under [{h.section.id}] (reading score {h.prob:.2f} "
+            under = "falls under" if h.prob >= h.threshold else "looks harmful and its examples match best those of"
+            rationale = (f"The {what} ({_where(h.segment)}) {under} [{h.section.id}] (reading score {h.prob:.2f} "
                          f"against threshold {h.threshold:.2f}"
                          + (f", nearest precedent {h.precedent}" if h.precedent else "") + f", harm prior {harm:.2f})"
                          + (f"; [{h.section.id}] has the highest priority among the sections it falls under" if len(close) > 1 else "")
@@ -281,14 +312,17 @@ class OfflineJudge:
             rewrite = h.section.safe_reply if decision is Decision.safe_complete else None
             return self._j(decision, (h.section.id,), (h.precedent,) if h.precedent else (), rationale, conf, rewrite)
         if harm >= refuse_at:
-            cands = [h for h in hits if h.section.decision is Decision.refuse] or hits
+            pool = hits if cite is None else cite
+            cands = [h for h in pool if h.section.decision is Decision.refuse] or pool
             conf = _conf(harm, refuse_at, True, 0.0)
             if not cands:
                 cite = tuple(i for i in case.retrieval.ids if (s := case.spec.get(i)) is not None and s.kind == "overview")[:1]
                 return self._j(Decision.refuse, cite, (), (
                     f"The {what} ({where}) looks harmful (harm prior {harm:.2f}) and no retrieved rule section reads "
                     f"closer; {'[' + cite[0] + ']' if cite else 'the spec'}'s test of real uplift toward harm applies."), conf)
-            h = max(cands, key=lambda h: (h.prob / max(h.threshold, 1e-6), h.section.priority))
+            # cite the section whose own examples match the harmful segment best (a pipe bomb is nearer
+            # [weapons]' examples than [cbrn]'s, whatever the readings); prose-only sections by their reading
+            h = max(cands, key=lambda h: (_match(h, harm_k), h.prob / max(h.threshold, 1e-6), h.section.priority))
             rationale = (f"The {what} ({where}) looks harmful (harm prior {harm:.2f}); of the retrieved sections it reads "
                          f"closest to [{h.section.id}] (reading score {h.prob:.2f})"
                          + (f", nearest precedent {h.precedent}" if h.precedent else "") + f"; [{h.section.id}] calls for a refusal.")
@@ -330,6 +364,11 @@ def draft_views(draft: str, words: int, stride: int, cap: int) -> list[tuple[Seg
     if len(out) > cap:
         out = out[: cap - 1] + out[-1:]
     return out
+
+
+def _match(h: _Hit, k: int) -> float:
+    """How closely segment ``k`` matches the hit's section's nearest action example (0 without examples)."""
+    return float(h.match[k]) if h.match is not None and k < len(h.match) else 0.0
 
 
 def _disagree(a: _Hit, b: _Hit) -> bool:
