@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from guard import providers
 from guard.errors import UpstreamError, UpstreamTimeout
 
 
@@ -218,17 +219,12 @@ class LiteLLMUpstream:
 
     def _kwargs(self, body: dict[str, Any], stream: bool) -> dict[str, Any]:
         kwargs = {k: v for k, v in body.items() if k in LITELLM_PARAMS}
-        kwargs |= {"model": self.model, "timeout": self.timeout_s, "num_retries": 0, "stream": stream}
-        if self._api_key:
-            kwargs["api_key"] = self._api_key
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
-        return kwargs
+        # what only the operator sets comes last, so nothing from the body can override it
+        return kwargs | providers.call_args(self.model, api_base=self.api_base, api_key=self._api_key,
+                                            timeout_s=self.timeout_s, stream=stream)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        from guard.judges.llm import _litellm
-
-        litellm = _litellm()
+        litellm = providers.litellm()
         try:
             async with asyncio.timeout(self.timeout_s):
                 resp = await litellm.acompletion(**self._kwargs(body, stream=False))
@@ -239,9 +235,7 @@ class LiteLLMUpstream:
         return resp.model_dump()
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        from guard.judges.llm import _litellm
-
-        litellm = _litellm()
+        litellm = providers.litellm()
         try:
             resp = await litellm.acompletion(**self._kwargs(body, stream=True))
             async for chunk in resp:

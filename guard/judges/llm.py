@@ -37,7 +37,6 @@ from guard.types import Cost, Decision, Usage
 
 PROBE_TIMEOUT_S = 60.0
 DEFAULT_CONTEXT_TOKENS = 2048  # llama.cpp's default context: the smallest a judge will meet
-_litellm = providers.litellm  # kept for importers of the earlier private name
 
 
 class _Answer(BaseModel):
