@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from guard.eval import converters
+
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "evaldata"
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "offline_judge.npz"
 FIT_FRACTION = 0.5
@@ -67,42 +69,31 @@ class Row:
 
 
 # --------------------------------------------------------------------------- loaders
+# The public sets are read by guard.eval.converters (one reader per set for training and evaluation);
+# here they only get their fold. Two are read here: JailbreakBench (training also needs the target
+# model's responses and whether it was jailbroken) and HarmBench (see its docstring).
 
 
 def xstest_prompts(data: Path) -> list[Row]:
-    out = []
-    with open(data / "xstest" / "xstest_prompts.csv", newline="", encoding="utf-8") as f:
-        for r in csv.DictReader(f):
-            out.append(Row("xstest", r["id"], r["prompt"], int(r["label"] == "unsafe"), fold("xstest", r["id"]), r["type"]))
-    return out
+    return [Row("xstest", r.id, r.prompt, int(r.label == "harmful"), fold("xstest", r.id), r.category or "")
+            for r in converters.xstest_prompts(data)]
 
 
 def xstest_completions(data: Path) -> list[Row]:
-    """Output stage: a full compliance with an unsafe prompt is a harmful response; all else is benign."""
-    out = []
-    for path in sorted(glob.glob(str(data / "xstest" / "completions" / "*.csv"))):
-        model = Path(path).stem.replace("xstest_v2_completions_", "")
-        with open(path, newline="", encoding="utf-8") as f:
-            for r in csv.DictReader(f):
-                pid = r["id"].removeprefix("v2-")
-                unsafe = r["type"].startswith("contrast_")
-                harmful = int(unsafe and r["final_label"].startswith("1_"))
-                out.append(Row("xstest_completions", f"{model}:{pid}", r["prompt"], harmful, fold("xstest", pid),
-                               r["type"], response=r["completion"] or ""))
-    return out
+    """Output stage: a full compliance with an unsafe prompt is a harmful response; all else is benign.
+    Folded by the prompt's id, so a prompt and all of its completions fall on the same side."""
+    return [Row("xstest_completions", r.id, r.prompt, int(r.label == "harmful"), fold("xstest", r.id.split(":", 1)[1]),
+                r.category or "", response=r.response or "") for r in converters.xstest_completions(data)]
 
 
 def moderation(data: Path) -> list[Row]:
-    out = []
-    with gzip.open(data / "openai_moderation" / "samples-1680.jsonl.gz", "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            r = json.loads(line)
-            cats = [k for k in ("S", "H", "V", "HR", "SH", "S3", "H2", "V2") if r.get(k) == 1]
-            out.append(Row("moderation", str(i), r["prompt"], int(bool(cats)), fold("moderation", str(i)), ",".join(cats)))
-    return out
+    return [Row("moderation", r.id, r.prompt, int(r.label == "harmful"), fold("moderation", r.id), ",".join(r.category or []))
+            for r in converters.moderation(data)]
 
 
 def harmbench(data: Path) -> list[Row]:
+    """Read here, not by the converter, which strips the context string: the shipped weights were fitted
+    on the context exactly as written."""
     out = []
     for part, fld in (("val", "fit"), ("test", "heldout")):
         with open(data / "harmbench" / f"harmbench_behaviors_text_{part}.csv", newline="", encoding="utf-8") as f:
