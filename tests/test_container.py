@@ -36,7 +36,7 @@ ENGINE = _engine()
 pytestmark = pytest.mark.slow
 if ENGINE is None:
     if os.environ.get("CI"):
-        raise RuntimeError("no container engine: .ci/run installs podman (apt-get install podman runc debootstrap)")
+        raise RuntimeError("no container engine: scripts/test.sh installs podman (scripts/system-deps.sh)")
     pytest.skip("no container engine (podman or docker); CI runs these", allow_module_level=True)
 
 
@@ -53,7 +53,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def image():
-    if not os.environ.get("GUARD_IMAGE_PREBUILT"):  # .ci/run builds it once and says so
+    if not os.environ.get("GUARD_IMAGE_PREBUILT"):  # set it when the image was built already (scripts/image.sh)
         out = subprocess.run([str(ROOT / "scripts" / "image.sh")], cwd=ROOT, capture_output=True, text=True, timeout=1800)
         assert out.returncode == 0, out.stdout + out.stderr
     size = int(engine("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout.strip())

@@ -1,4 +1,4 @@
-"""Replicas share verdicts through a real Redis (``redis-server`` from the OS packages; .ci/run installs
+"""Replicas share verdicts through a real Redis (``redis-server`` from the OS packages; scripts/test.sh installs
 it). Redis is an optimisation: when it is down the guard serves from its local tier and the judge."""
 
 from __future__ import annotations
