@@ -409,6 +409,23 @@ def test_readyz_probes_an_llm_judge_and_says_when_it_is_unreachable(upstream):
     assert r.status_code == 503 and "unreachable" in r.json()["checks"]["judge"]
 
 
+def test_readyz_does_not_turn_into_load_on_a_failing_judge(upstream):
+    from guard.judges.base import ProbeResult
+    from guard.testing.judges import ScriptedJudge
+
+    class DownJudge(ScriptedJudge):
+        probes = 0
+
+        async def probe(self):
+            DownJudge.probes += 1
+            return ProbeResult(ok=False, judge="down", detail="judge down unreachable")
+
+    with guard_server(upstream.base_url, judge=DownJudge()) as server:
+        for _ in range(20):
+            assert httpx.get(server.base_url.removesuffix("/v1") + "/readyz").status_code == 503
+    assert DownJudge.probes == 1  # the start-up probe; /readyz asks again at most every 10 s
+
+
 def test_readyz_stays_ready_when_a_cascades_llm_judge_is_down_since_the_offline_judge_still_decides(upstream):
     from guard.judges.cascade import CascadeJudge
     from guard.judges.llm import LLMJudge

@@ -4,6 +4,7 @@ from ``request.app.state`` (guard, config, upstream)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,6 +18,8 @@ from guard.types import ChatRequest
 from guard.upstream import LiteLLMUpstream, OpenAIUpstream
 
 log = get_logger("guard.server")
+
+REPROBE_AFTER_S = 10.0
 
 
 class CheckRequest(ChatRequest):
@@ -59,8 +62,8 @@ async def readyz(request: Request) -> Response:
     checks = {"policy": f"{len(guard.spec.sections)} sections, version {guard.spec.version}", "judge": guard.judge.name}
     ok = True
     probe = getattr(state, "judge_probe", None)
-    if probe is not None and not probe.ok:  # probed at start and failing: look again (it may have come up)
-        probe = await probe_judge(state)
+    if probe is not None and not probe.ok and time.monotonic() - state.judge_probe_at >= REPROBE_AFTER_S:
+        probe = await probe_judge(state)  # failing at the last look: look again (it may have come up)
     if probe is not None:
         checks["judge"] = probe.detail
         ok = probe.ok or probe.still_decides  # a cascade whose LLM is down still decides offline
@@ -79,11 +82,13 @@ async def readyz(request: Request) -> Response:
 
 async def probe_judge(state):
     """The judge's own check (``probe()``, optional in the Judge protocol), kept on ``state.judge_probe``
-    and logged. A judge probes itself at start; /readyz asks again only while it is failing."""
+    and logged. A judge probes itself at start; /readyz asks again only while it is failing, at most
+    every ``REPROBE_AFTER_S`` (an open, unauthenticated route must not turn into load on the judge)."""
     fn = getattr(state.guard.judge, "probe", None)
     if fn is None:
         state.judge_probe = None
         return None
+    state.judge_probe_at = time.monotonic()  # set first: concurrent /readyz calls do not probe again
     result = state.judge_probe = await fn()
     (log.info if result.ok else log.warning)("guard_judge_probe", judge=result.judge, ok=result.ok,
                                              still_decides=result.still_decides, detail=result.detail,
