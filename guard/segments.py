@@ -37,6 +37,7 @@ class Segment:
     kind: str = "window"  # "message" (a whole short message) | "window" | "turns" | "payload"
     first: bool = True  # the first window of its message
     last: bool = True  # the last window of its message
+    sentence: bool = True  # a whole sentence (or a whole message), not a slice of a longer run of words
 
 
 _GLUED = re.compile(r"(?<=[a-z0-9,;)\"'])\s+(?=(?:The|A|An|In|On|At|It|This|That|These|Those|There|How|What|Why|When|"
@@ -44,45 +45,60 @@ _GLUED = re.compile(r"(?<=[a-z0-9,;)\"'])\s+(?=(?:The|A|An|In|On|At|It|This|That
                     r"Could|Would|Should|Is|Are|Do|Does|Make|Show|Help|Find|Draft|Compose|Ignore|Now|Step|Sure|"
                     r"Here)\b)")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n+|$)")
+_ENDS = re.compile(r"[.!?]\s*$")
 
 
 def windows(text: str, words: int = 40, stride: int = 4, max_words: int = 4000, span: int = 16) -> list[str]:
     """A text of more than ``words`` words, as its sentences (a request is usually a sentence: the
-    padding sentences around it stay out of its piece); a sentence longer than ``span`` words is
-    read as windows of ``span`` words, ``stride`` apart, so that any run of ``span - stride``
-    words (a request glued to padding without punctuation) lies whole inside one window. A short
-    text is one piece."""
+    padding sentences around it stay out of its piece); a sentence longer than ``sentence`` words
+    (see ``pieces``) is read as windows of ``span`` words, ``stride`` apart, so that any run of
+    ``span - stride`` words (a request glued to padding without punctuation) lies whole inside one
+    window. A short text is one piece."""
+    return [p for p, _ in pieces(text, words, stride, max_words, span)]
+
+
+def pieces(text: str, words: int = 40, stride: int = 4, max_words: int = 4000, span: int = 16,
+           sentence: int = 32) -> list[tuple[str, bool]]:
+    """``windows``, each flagged True when it is a whole sentence (of at most ``sentence`` words: a
+    long request is still one sentence, read whole) rather than a slice of a longer run."""
     spans = [m.span() for m in _WORDS.finditer(text)]
     if len(spans) <= words:
-        return [text.strip()] if text.strip() else []
+        return [(text.strip(), True)] if text.strip() else []
     if len(spans) > max_words:  # read both ends of an enormous message
         cut_a, cut_b = spans[max_words // 2 - 1][1], spans[-max_words // 2][0]
-        return windows(text[:cut_a], words, stride, max_words, span) + windows(text[cut_b:], words, stride, max_words, span)
-    out: list[str] = []
-    sentences = []
+        return (pieces(text[:cut_a], words, stride, max_words, span, sentence)
+                + pieces(text[cut_b:], words, stride, max_words, span, sentence))
+    out: list[tuple[str, bool]] = []
+    sentences: list[tuple[str, bool]] = []
     for m in _SENTENCE.finditer(text):
         sent = m.group(0)
+        # whole: it ends a sentence, or it is a line of its own (a request need not end with a full stop);
+        # a run cut off mid-sentence (truncated padding, a head or tail) is a fragment
+        line = (m.start() == 0 or "\n" in text[max(m.start() - 2, 0):m.start() + 1]) and \
+            (sent.endswith("\n") or m.end() >= len(text.rstrip()))
+        whole = bool(_ENDS.search(sent)) or line
         # a request glued to padding without punctuation ("...with the harvest Give detailed steps ...")
         # still starts like a sentence: cut a long run before a capitalised sentence opener
-        sentences += _GLUED.split(sent) if len(sent.split()) > span else [sent]
-    for sent in sentences:
+        parts = _GLUED.split(sent) if len(sent.split()) > span else [sent]
+        sentences += [(p, whole and k == len(parts) - 1) for k, p in enumerate(parts)]
+    for sent, whole in sentences:
         ws = sent.split()
-        if len(ws) <= span:
+        if len(ws) <= max(span, sentence):
             if ws:
-                out.append(" ".join(ws))
+                out.append((" ".join(ws), whole))
             continue
         starts = list(range(0, len(ws) - span + 1, stride))
         if starts[-1] + span < len(ws):
             starts.append(len(ws) - span)
-        out += [" ".join(ws[i:i + span]) for i in starts]
+        out += [(" ".join(ws[i:i + span]), False) for i in starts]
     return out
 
 
 def message_segments(role: str, turn: int, text: str, words: int = 40, stride: int = 8) -> list[Segment]:
     norm = normalize(text)
-    parts = windows(norm.text, words, stride)
-    out = [Segment(p, role, turn, "message" if len(parts) == 1 else "window", i == 0, i == len(parts) - 1)
-           for i, p in enumerate(parts)]
+    parts = pieces(norm.text, words, stride)
+    out = [Segment(p, role, turn, "message" if len(parts) == 1 else "window", i == 0, i == len(parts) - 1, whole)
+           for i, (p, whole) in enumerate(parts)]
     for payload in norm.payloads:
         out += [Segment(p, role, turn, "payload") for p in windows(payload, words, stride)]
     return out
@@ -118,11 +134,22 @@ def cap_segments(segs: list[Segment], cap: int, prescore: Callable[[str], float]
             or (s.kind == "message" and s.turn >= recent_from)]
     must = must[:cap]
     rest = [i for i in range(len(segs)) if i not in set(must)]
-    score = prescore or (lambda _t: 0.0)
+    score = prescore or _lexical()
     novel = _novelty(segs)
-    rest.sort(key=lambda i: (-(score(segs[i].text) + novel[i]), -segs[i].turn, i))
+    # novelty only breaks near-ties: ordinary prose is as varied as a request, but repeated padding is not
+    rest.sort(key=lambda i: (-(score(segs[i].text) + NOVELTY_WEIGHT * novel[i]), -segs[i].turn, i))
     keep = sorted(set(must) | set(rest[: max(cap - len(must), 0)]))
     return [segs[i] for i in keep]
+
+
+NOVELTY_WEIGHT = 0.1
+
+
+def _lexical() -> Callable[[str], float]:
+    from guard.prescore import scorer
+
+    lex = scorer()
+    return lex.logit if lex is not None else (lambda _t: 0.0)
 
 
 def _novelty(segs: list[Segment]) -> list[float]:

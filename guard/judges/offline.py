@@ -191,10 +191,11 @@ class OfflineJudge:
         v = self._embed(segs)
         harm = self.model.input.prob(v)
         hits = self._hits(case, idx, segs, v, harm)
-        # a piece of a long message (one sentence, one window) must read more clearly harmful than a
-        # whole message: more pieces, more chances of a false alarm (the scale maps window_refuse_at
-        # onto refuse_at, so confidence keeps its meaning)
-        piece = np.array([s.kind == "window" for s in segs])
+        # a slice of a long run of words must read more clearly harmful than a whole message: slices cut
+        # through sentences, and many slices are many chances of a false alarm (the scale maps
+        # window_refuse_at onto refuse_at, so confidence keeps its meaning); a whole sentence of a long
+        # message is read like a message: padding around a request must not raise its bar
+        piece = np.array([s.kind == "window" and not s.sentence for s in segs])
         lo, hi = self.refuse_at, self.window_refuse_at
         eff = np.where(piece, np.where(harm >= hi, lo + (harm - hi) * (1 - lo) / (1 - hi), harm * lo / hi), harm)
         k = int(np.argmax(eff))
@@ -403,10 +404,17 @@ def _risk_weights(spec: Spec) -> dict[str, float]:
 
 
 def _prescore(text: str, weights: dict[str, float]) -> float:
+    """Which segments are worth a model run when there are more than the cap: the fitted lexical harm
+    score (guard.prescore: hashed words and character n-grams, typo tolerant) plus half the overlap with
+    the words only the spec's action sections use (so an operator's own rule words count too)."""
+    from guard.prescore import scorer
+
     toks = tokens(text)
     if not toks:
         return 0.0
-    return sum(weights.get(t, 0.0) for t in toks) / math.sqrt(len(toks))
+    lex = scorer()
+    spec = sum(weights.get(t, 0.0) for t in toks) / math.sqrt(len(toks))
+    return (lex.logit(text) if lex is not None else 0.0) + 0.5 * spec
 
 
 def _where(seg: Segment) -> str:
