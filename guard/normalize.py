@@ -59,10 +59,21 @@ _CLAIM = re.compile(
     r"(?:allow(?:ed)?|safe|benign|harmless|acceptable)|"
     r"(?:moderator|classifier|safety\s+(?:filter|judge|system)|guard(?:rail)?)s?\s*[:,]\s*(?:allow|this\s+is\s+safe)|"
     r"this\s+(?:request|message|content)\s+(?:is|has\s+been)\s+(?:pre-?)?(?:approved|allowed|authori[sz]ed|safe))", re.I)
-_DECODE_ASK = re.compile(
-    r"\b(?:please\s+)?(?:decode|decrypt|decipher|translate|convert|read)\b[^.:!?\n]{0,60}?"
-    r"\b(?:base\s?64|b64|hex(?:adecimal)?|rot\s?-?13|url|percent|encod\w*|cipher\w*)\b[^.:!?\n]{0,60}[.:!?]?", re.I)
 _CLAUSE = re.compile(r"[^.!?;\n]+[.!?;]*|[.!?;\n]+")
+_CODEC_CLAUSE = re.compile(r"[^.!?;:\n]+[.!?;:]*|[.!?;:\n]+")
+_AUTHORITY = re.compile(
+    r"\b(?:safety|trust|moderation|moderators?|compliance|reviewers?|review\s+board|content\s+team|red[- ]team|"
+    r"admins?|administrators?|guard(?:rail)?s?|classifiers?|filters?|judges?|decision|verdict|label|classification|"
+    r"rating|policy\s+team|security\s+team)\b", re.I)
+_VERDICT = re.compile(
+    r"\b(?:(?:pre-?)?approved|approval|(?:pre-?)?cleared|authori[sz]ed|whitelisted|allow(?:ed)?|permitted|"
+    r"exempt(?:ed)?|sanctioned|signed\s+off|green-?lit|okay(?:ed)?|let\s+(?:it|this)\s+through|"
+    r"not\s+(?:be\s+)?refuse[ds]?|safe|benign|harmless)\b", re.I)
+# a clause that asks for something is a request, whatever else it claims
+_ASKS = re.compile(r"\b(?:how|explain|write|give|tell|make|create|list|describe|generate|show|provide|build|"
+                   r"synthesi[sz]e|teach|help|steps?|instructions?|ways?\s+to|bypass|evade|disable|hack)\b", re.I)
+_CODEC = re.compile(r"\b(?:base\s?-?64|b64|hex(?:adecimal)?|rot\s?-?13|caesar|cipher\w*|url[- ]?encod\w*|"
+                    r"percent[- ]encod\w*|encod\w*|decod\w*|decrypt\w*|decipher\w*)\b", re.I)
 _B64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
 _B64URL = re.compile(r"(?<![A-Za-z0-9_\-=])[A-Za-z0-9_\-]{20,}={0,2}(?![A-Za-z0-9_\-=])")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Fa-f])")
@@ -99,8 +110,8 @@ def normalize(text: str) -> Normalized:
     if t != out:
         changes.append("leetspeak")
     out = t
-    if payloads:  # "decode this base64 and answer it": the instruction to decode says nothing once decoded
-        out = _DECODE_ASK.sub(" ", out)
+    if payloads:  # "decode this base64 and answer it": talk about the encoding says nothing once decoded
+        out = _drop_codec_talk(out, payloads)
     t = _strip_claims(out)
     if t != out and t.strip():
         changes.append("claims")
@@ -111,10 +122,35 @@ def normalize(text: str) -> Normalized:
 
 
 def _strip_claims(text: str) -> str:
-    """Drop the clauses that address the judge (linear: clause by clause)."""
-    if not _CLAIM.search(text):
+    """Drop the clauses that address the judge (linear: clause by clause): a clause that names a
+    known claim form, or that pairs an authority (a safety team, reviewers, the moderator) or a
+    verdict label ("decision:", "the moderation result") with a verdict ("approved", "allow"),
+    unless it also asks for something: a claim about a request is not a request."""
+    if not (_CLAIM.search(text) or (_AUTHORITY.search(text) and _VERDICT.search(text))):
         return text
-    return "".join(c for c in _CLAUSE.findall(text) if not _CLAIM.search(c))
+    return "".join(c for c in _CLAUSE.findall(text) if not _is_claim(c))
+
+
+def _is_claim(clause: str) -> bool:
+    if _CLAIM.search(clause):
+        return True
+    return bool(_AUTHORITY.search(clause) and _VERDICT.search(clause) and not _ASKS.search(clause))
+
+
+def _drop_codec_talk(text: str, payloads: list[str]) -> str:
+    """The text around decoded payloads without the clauses that talk about the encoding ("That's
+    base64. Decode it and do what it says."): once decoded they carry nothing but the framing."""
+    pattern = "|".join(re.escape(p) for p in sorted(set(payloads), key=len, reverse=True) if p)
+    if not pattern:
+        return text
+    out = []
+    for part in re.split(f"({pattern})", text):
+        if part in payloads:
+            out.append(part)
+        else:
+            out.append("".join(c for c in _CODEC_CLAUSE.findall(part) if not _CODEC.search(c)))
+    joined = re.sub(r"\s{2,}", " ", " ".join(out)).strip()
+    return joined or text
 
 
 # --------------------------------------------------------------------------- spacing and leetspeak
@@ -154,7 +190,9 @@ def _unleet(text: str) -> str:
             return w
         if cand.lower() in vocab and (many or not _plain_token(w)):
             return cand
-        return cand if many and not _plain_token(w) else w
+        # a text written in leetspeak: any word that reads as letters is leetspeak ("0v3r57473"), bar
+        # all-capital codes that were written that way ("COVID19" stays)
+        return cand if many and not re.fullmatch(r"[A-Z0-9]+", w) else w
 
     out = _LEET_WORD.sub(fix, text)
     if many:  # short numbers are words too: "4" is "a", "1" is "I", "15" is "is", "70" is "to", "2" is "to"
@@ -207,16 +245,13 @@ def _correct(word: str) -> str:
 
 
 def _fix_typos(text: str) -> str:
-    """The text with likely typos fixed, or the text itself when fewer than two words (and a fifth
-    of the longer words) would change: one odd word is more often a rare word than a typo, and the
-    embedder reads a single typo well enough; a text misspelt on purpose has many."""
+    """The text with likely typos fixed (a common word one edit away from a word the vocabulary lacks).
+    Even one fix counts: a single misspelt key word ("woamn", "feom") is enough to move a short
+    request across the line, and the fixed text is only an extra view beside what was written."""
     vocab = _vocab()
     if not vocab:
         return text
-    fixed = _fix_words(text, vocab)
-    changed = sum(a != b for a, b in zip(_WORD.findall(text), _WORD.findall(fixed)))
-    longer = sum(len(w) >= 4 for w in _WORD.findall(text))
-    return fixed if changed >= 2 and changed >= 0.2 * max(longer, 1) else text
+    return _fix_words(text, vocab)
 
 
 def _fix_words(text: str, vocab: dict[str, int]) -> str:
@@ -265,8 +300,8 @@ def _hex(s: str) -> str | None:
     return text if _printable(text) else None
 
 
-def _vocab_share(text: str) -> float:
-    words = [w.lower() for w in _WORD.findall(text) if len(w) >= 2]
+def _vocab_share(text: str, shortest: int = 2) -> float:
+    words = [w.lower() for w in _WORD.findall(text) if len(w) >= shortest]
     if not words:
         return 0.0
     v = _vocab()
@@ -294,15 +329,25 @@ def _decode_payloads(text: str, payloads: list[str], changes: list[str]) -> str:
     # rot13 has no alphabet of its own: decode when asked to, or when the text reads as words only after it
     if _ROT13_HINT.search(out) or (len(out) >= 12 and _vocab_share(out) < 0.5):
         rot = codecs.decode(out, "rot13")
-        if _vocab_share(rot) >= 0.7 and _vocab_share(rot) > _vocab_share(out) + 0.3:
+        # judged on words of three letters or more: leetspeak leaves letter pairs ("0v3r" -> "v", "r")
+        # that read as vocabulary after any shift
+        if _rot13_reads(rot, out):
             payloads.append(rot.strip())
             changes.append("rot13")
             out = rot
         elif _ROT13_HINT.search(out):  # only the part after the hint may be encoded
             for chunk in re.split(r"[:\n]", out)[1:]:
                 r = codecs.decode(chunk, "rot13")
-                if len(chunk.split()) >= 2 and _vocab_share(r) >= 0.7 and _vocab_share(r) > _vocab_share(chunk) + 0.3:
+                if len(chunk.split()) >= 2 and _rot13_reads(r, chunk):
                     payloads.append(r.strip())
                     changes.append("rot13")
                     out = out.replace(chunk, " " + r + " ")
     return out
+
+
+def _rot13_reads(rot: str, raw: str) -> bool:
+    """The rot13 reading is words (at least two of three letters or more) and the raw text is not."""
+    if sum(len(w) >= 3 for w in _WORD.findall(rot)) < 2:
+        return False
+    share = _vocab_share(rot, 3)
+    return share >= 0.7 and share > _vocab_share(raw, 3) + 0.3

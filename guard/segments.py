@@ -91,15 +91,32 @@ def pieces(text: str, words: int = 40, stride: int = 4, max_words: int = 4000, s
         if starts[-1] + span < len(ws):
             starts.append(len(ws) - span)
         out += [(" ".join(ws[i:i + span]), False) for i in starts]
-    return out
+    return _join_fragments(out)
+
+
+def _join_fragments(parts: list[tuple[str, bool]], short: int = 8) -> list[tuple[str, bool]]:
+    """A few words cut off mid-sentence ("My cousin is training", where padding was truncated) say
+    nothing alone and read oddly to a model: they join the piece before them (or after, at the start)."""
+    out: list[tuple[str, bool]] = []
+    carry = ""
+    for text, whole in parts:
+        if not whole and len(text.split()) < short:
+            if out:
+                out[-1] = (out[-1][0] + " " + text, out[-1][1])
+            else:
+                carry = (carry + " " + text).strip()
+            continue
+        out.append(((carry + " " + text).strip() if carry else text, whole))
+        carry = ""
+    return out or ([(carry, False)] if carry else [])
 
 
 def message_segments(role: str, turn: int, text: str, words: int = 40, stride: int = 8) -> list[Segment]:
     norm = normalize(text)
     parts = pieces(norm.text, words, stride)
-    out = [Segment(p, role, turn, "message" if len(parts) == 1 else "window", i == 0, i == len(parts) - 1, whole)
-           for i, (p, whole) in enumerate(parts)]
-    for payload in norm.payloads:
+    out = [Segment(p, role, turn, "payload" if p in norm.payloads else "message" if len(parts) == 1 else "window",
+                   i == 0, i == len(parts) - 1, whole) for i, (p, whole) in enumerate(parts)]
+    for payload in norm.payloads:  # (a message that is only its payload, once decoded, is that payload)
         out += [Segment(p, role, turn, "payload") for p in windows(payload, words, stride)]
     return out
 
@@ -109,20 +126,68 @@ def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 40, 
     """Segments of a conversation given as (role, text) pairs, at most ``cap`` of them."""
     segs: list[Segment] = []
     users = [(i, t) for i, (r, t) in enumerate(messages) if r == "user" and t and t.strip()]
+    joined = normalize(" ".join(t for _, t in users[-3:])).text if len(users) >= 2 else ""
+    # turns cut mid-sentence are read only in the joined view, when there is one
+    parts = _fragments(messages, users) if joined and len(_WORDS.findall(joined)) <= 2 * words else set()
     for i, (role, text) in enumerate(messages):
-        if text and text.strip():
+        if not (text and text.strip()):
+            continue
+        ref = _referent(messages, i) if role == "user" else None
+        if ref is not None:
+            # "Answer the request above", "Open ticket 4411 and do what it asks": a short turn that points at
+            # another message means nothing alone; it is read together with what it points at
+            a, b = sorted((i, ref))
+            # (its own segments judge a long referent whole; here only the end nearest the turn, so that a long
+            # system prompt does not dilute a short request that points at it)
+            near = [_tail(messages[a][1], 24) if a == ref else messages[a][1],
+                    _head(messages[b][1], 24) if b == ref else messages[b][1]]
+            segs.append(Segment(normalize(" ".join(near)).text, "user", i, "message"))
+        elif i not in parts:
             segs += message_segments(role, i, text, words, stride)
     seen: set[str] = set()
     segs = [s for s in segs if not (s.text in seen or seen.add(s.text))]  # repeated padding is read once
-    if len(segs) > 1:  # a few words alone ("Go on.", "and then?") say nothing: the joined view reads them
-        segs = [s for s in segs if len(s.text.split()) >= 4 or s.kind == "payload"] or segs[-1:]
-    if len(users) >= 2:
-        joined = normalize(" ".join(t for _, t in users[-3:])).text
-        tail = _WORDS.findall(joined)
-        if len(tail) <= 2 * words:
-            segs.append(Segment(joined, "turns", -1, "turns"))
+    if len(segs) > 1 or len(users) >= 2:  # a few words alone ("Go on.", "and then?") say nothing: the joined view reads them
+        segs = [s for s in segs if len(s.text.split()) >= 4 or s.kind == "payload"] or (segs[-1:] if len(users) < 2 else [])
+    if joined and len(_WORDS.findall(joined)) <= 2 * words:
+        segs.append(Segment(joined, "turns", -1, "turns"))
     return cap_segments(segs, cap, prescore, last_user=users[-1][0] if users else None,
                         recent_from=len(messages) - recent)
+
+
+_POINTER = re.compile(r"\b(?:above|below|following|previous|earlier|aforementioned|it|that|this|these|those|them)\b",
+                      re.I)
+_OTHER = ("system", "developer", "tool", "function")
+
+
+def _referent(messages: Sequence[tuple[str, str]], i: int, short: int = 12) -> int | None:
+    """The message a short user turn points at ("the request above", "do what it asks"): the nearest
+    system, developer or tool message with text, before or after it; None when the turn says enough alone."""
+    text = messages[i][1]
+    if len(_WORDS.findall(text)) > short or not _POINTER.search(text):
+        return None
+    near = sorted((abs(j - i), j) for j, (r, t) in enumerate(messages) if r in _OTHER and t and t.strip())
+    return near[0][1] if near else None
+
+
+def _fragments(messages: Sequence[tuple[str, str]], users: list[tuple[int, str]]) -> set[int]:
+    """User turns that are pieces of one sentence sent in several turns ("How do I kill" / "a Python
+    process"): a turn that does not end a sentence and is continued in lower case by the next user turn,
+    and that continuation. They are judged in the joined view, where the sentence is whole."""
+    out: set[int] = set()
+    recent = users[-3:]
+    for (i, a), (j, b) in zip(recent, recent[1:]):
+        a, b = a.strip(), b.strip()
+        if a and b and not _ENDS.search(a) and b[0].islower():
+            out |= {i, j}
+    return out
+
+
+def _tail(text: str, n: int) -> str:
+    return " ".join(text.split()[-n:])
+
+
+def _head(text: str, n: int) -> str:
+    return " ".join(text.split()[:n])
 
 
 def cap_segments(segs: list[Segment], cap: int, prescore: Callable[[str], float] | None, last_user: int | None,

@@ -3,8 +3,9 @@
     .venv/bin/python -m guard.judges.fit_prescore [--data ../shared/evaldata] [--out guard/judges/data/prescore.npz]
 
 Positive ("worth a model run"): harmful requests of the fit folds (XSTest unsafe prompts,
-OpenAI moderation rows flagged, HarmBench ``val`` behaviours), the default spec's refuse and
-safe-complete examples, and XSTest's *safe* prompts too: they sound dangerous ("how do I kill a
+OpenAI moderation rows flagged, HarmBench ``val`` behaviours, JailbreakBench goals of the fit
+half, the plain behaviour only), the default spec's refuse and safe-complete examples and the
+sentences of those sections' prose, and XSTest's *safe* prompts too: they sound dangerous ("how do I kill a
 Python process"), and the ranker's job is to send anything that might be harmful to the model,
 which then tells the two apart. Negative: our everyday requests (fit 80 %), our ordinary prose
 sentences (``data/prose_benign.txt``, fit 80 %) and the moderation rows not flagged (fit half). Held-out folds are never read. Numpy only, deterministic
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ import numpy as np
 from guard.judges import train
 from guard.prescore import DIM, WEIGHTS, features
 
-MASS = {"xstest": 2.0, "harmbench": 1.0, "moderation": 1.5, "spec": 0.5, "everyday": 2.0, "prose": 2.0}
+MASS = {"xstest": 2.0, "harmbench": 1.0, "jbb": 1.0, "moderation": 1.5, "spec": 1.0, "everyday": 2.0, "prose": 2.0}
 PROSE = train.DATA_DIR / "prose_benign.txt"
 
 
@@ -36,10 +38,34 @@ def _rows(data: Path) -> list[tuple[str, str, int, str]]:
     out += [("harmbench", " ".join(r.prompt.split()[-80:]), 1, r.fold) for r in train.harmbench(data)]
     out += [("everyday", r.prompt, 0, r.fold) for r in train.everyday()]
     out += [("prose", t, 0, train.fold("prose", t, 0.8)) for t in train._lines(PROSE)]
+    goals = {}
+    for r in train.jbb(data):  # the behaviours behind the jailbreaks (not the jailbreak prompts)
+        if r.set == "jbb":
+            goals.setdefault(r.id.rsplit(":", 1)[1], r)
+    out += [("jbb", _goal(data, g), 1, r.fold if r.fold != "unused" else "fit") for g, r in goals.items()]
+    out = [o for o in out if o[1]]
     spec = load_spec()
-    out += [("spec", ex.text, 1, "fit") for s in spec.rules if s.decision not in (None, Decision.allow)
-            for ex in s.examples if ex.decision is not Decision.allow]
+    action = [s for s in spec.rules if s.decision not in (None, Decision.allow)]
+    out += [("spec", ex.text, 1, "fit") for s in action for ex in s.examples if ex.decision is not Decision.allow]
+    # the action sections' own prose, sentence by sentence: the words the spec uses for harm
+    out += [("spec", t.strip(), 1, "fit") for s in action for t in re.split(r"(?<=[.!?])\s+|\n+", s.body)
+            if len(t.split()) >= 4 and not t.lstrip().startswith(("-", "*", "Examples", "#"))]
     return out
+
+
+_GOALS: dict[str, str] = {}
+
+
+def _goal(data: Path, index: str) -> str:
+    """JailbreakBench's goal (the plain harmful behaviour) for a goal index."""
+    if not _GOALS:
+        import glob
+
+        for path in sorted(glob.glob(str(data / "jbb_artifacts" / "attack-artifacts" / "*" / "*" / "*.json"))):
+            for j in json.loads(Path(path).read_text(encoding="utf-8")).get("jailbreaks", []):
+                if j.get("goal"):
+                    _GOALS.setdefault(str(j["index"]), j["goal"])
+    return _GOALS.get(index, "")
 
 
 def _design(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
