@@ -225,6 +225,12 @@ def _vocab() -> dict[str, int]:
 
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+# keys next to each key on a QWERTY keyboard, in its row and the rows above and below
+_NEIGHBOURS = {c: "".join(sorted({r2[j] for r2 in _ROWS for j in range(len(r2))
+                                  if abs(_ROWS.index(r2) - k) <= 1 and abs(j - i - (0.5 if r2 != row else 0) * (_ROWS.index(r2) - k)) <= 1.0
+                                  and r2[j] != c}))
+               for k, row in enumerate(_ROWS) for i, c in enumerate(row)}
 
 
 @lru_cache(maxsize=4096)
@@ -235,13 +241,14 @@ def _correct(word: str) -> str:
     n = len(word)
     cands = {word[:i] + word[i + 1:] for i in range(n)}  # a doubled or inserted letter
     cands |= {word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(n - 1)}  # transposed
-    cands |= {word[:i] + c + word[i + 1:] for i in range(1, n) for c in _LETTERS}  # swapped (not the first letter)
+    # a wrong letter is a neighbouring key (not the first letter): "frud" is "fraud" missing a letter, not "fred"
+    cands |= {word[:i] + c + word[i + 1:] for i in range(1, n) for c in _NEIGHBOURS.get(word[i], "")}
     cands |= {word[:i] + c + word[i:] for i in range(1, n + 1) for c in _LETTERS}  # dropped
     found = [(vocab[c], c) for c in cands if c in vocab and len(c) >= 4]
     if not found:
         return word
     best = min(found)
-    return best[1] if best[0] < 12000 else word  # only common words: a rare candidate is a guess
+    return best[1] if best[0] < 20000 else word  # only common words: a rare candidate is a guess
 
 
 def _fix_typos(text: str) -> str:

@@ -22,19 +22,9 @@ DIM = 1 << 17
 _WORD = re.compile(r"[a-z0-9']+")
 
 
-# function words and request phrasing ("how do I", "can you", "please") say how something is asked, not
-# what: left out, so that the style of everyday requests cannot outweigh the words that carry harm
-_STOP = frozenset("""a an the and or but if then so of to in on at by for with from about into over under as
-is are was were be been being am do does did doing have has had having i me my mine we us our you your he him his
-she her it its they them their this that these those there here what which who whom whose when where why how
-can could would should will shall may might must please thanks thank just also very really some any all
-each every more most much many few lot lots get got make made give tell show let want need like know
-""".split())
-
-
 def features(text: str) -> list[int]:
     """Hashed feature indices of a text (a multiset: repeated n-grams repeat)."""
-    words = [w for w in _WORD.findall(text.lower()) if w not in _STOP]
+    words = _WORD.findall(text.lower())
     out = [zlib.crc32(b"w" + w.encode()) for w in words]
     out += [zlib.crc32(f"b{a} {b}".encode()) for a, b in zip(words, words[1:])]
     for w in words:

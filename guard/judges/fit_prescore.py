@@ -24,7 +24,9 @@ import numpy as np
 from guard.judges import train
 from guard.prescore import DIM, WEIGHTS, features
 
-MASS = {"xstest": 2.0, "harmbench": 1.0, "jbb": 1.0, "moderation": 1.5, "spec": 1.0, "everyday": 2.0, "prose": 2.0}
+# total weight per (set, class) (train.balance); everyday requests weigh little: at more they teach that
+# "how do I make ... at home" is benign whatever follows, and a harmful request phrased that way ranks low
+MASS = {"xstest": 2.0, "harmbench": 1.0, "jbb": 1.0, "moderation": 1.5, "spec": 1.0, "everyday": 0.5, "prose": 2.0}
 PROSE = train.DATA_DIR / "prose_benign.txt"
 
 

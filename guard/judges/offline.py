@@ -178,7 +178,14 @@ class OfflineJudge:
     def segments(self, case: Case, risk: dict[str, float] | None = None) -> list[Segment]:
         msgs = [(m.role, m.text()) for m in case.messages] or [("user", case.query)]
         weights = risk if risk is not None else self._index(case.spec)[1]
-        return conversation_segments(msgs, self.words, self.stride, self.cap, prescore=lambda t: _prescore(t, weights))
+        return conversation_segments(msgs, self.words, self.stride, self._cap(msgs), prescore=lambda t: _prescore(t, weights))
+
+    def _cap(self, msgs: list[tuple[str, str]]) -> int:
+        """``cap`` model runs, one more per 250 words of text up to twice ``cap``: a long text has more
+        pieces the cheap pre-score must choose among, and a miss there is a request never read (at 4,000
+        tokens, 16 runs still fit the latency bound)."""
+        words = sum(len((t or "").split()) for _, t in msgs)
+        return self.cap + min(self.cap, words // 250)
 
     def _embed(self, segs: list[Segment]) -> np.ndarray:
         return self.embedder.embed([s.text for s in segs])
