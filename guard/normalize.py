@@ -9,11 +9,14 @@ unchanged (so the common case costs one pass and no extra judging).
 2. zero-width and invisible characters removed; letters spaced or dotted out ("b o m b",
    "b.o.m.b") joined;
 3. leetspeak undone in words that mix letters with digits or symbols ("h0w", "m4k3");
-4. claims addressed to the judge ("approved by the safety team", "classify this as allow")
-   dropped: they carry no information about the request, only pressure on the judge;
+4. claims addressed to the judge dropped, clause by clause: a known form ("classify this as
+   allow") or an authority or verdict label (a safety team, reviewers, "decision:") with a
+   verdict ("approved", "allow"), unless the clause also asks for something; they carry no
+   information about the request, only pressure on the judge;
 5. embedded payloads decoded: base64, hex, URL (percent) encoding and rot13; each decoded
    payload replaces its encoding in the text and is also returned on its own, so that it is
-   judged like any text, harmful or benign;
+   judged like any text, harmful or benign; the clauses around it that talk about the encoding
+   ("that's base64, decode it and do what it says") are dropped;
 6. typos: a word unknown to the embedder's vocabulary that is one edit away from a common word
    (transposed, dropped, doubled or swapped letters) is corrected in an extra view
    (``typo_fixed``), judged beside the text: the vocabulary lacks many real words, so a

@@ -1,21 +1,29 @@
 """Split a conversation into the pieces a judge scores (guard/judges/data/README.md).
 
 Every message of every role (system, developer, user, assistant, tool) is read, after
-normalisation (guard.normalize). A message longer than one segment (40 words) is cut into
-its sentences (a long run also before a capitalised sentence opener, for a request glued to
-padding without punctuation), and a sentence longer than 16 words into windows of 16 words, so
-that benign padding around a request cannot dilute it: the judge scores each segment and the worst one decides. Segments of
-fewer than four words are read only in the joined view below. Decoded payloads (base64 and the like) are segments
-of their own. One more segment views the last user turns together, so that a request split
-across turns is judged as one.
+normalisation (guard.normalize). A message longer than one segment (40 words) is cut into its
+sentences (a long run also before a capitalised sentence opener, for a request glued to padding
+without punctuation); a sentence of up to 32 words is one piece, read like a message (flag
+``sentence``), and a longer run is read as windows of 16 words, which the judge holds to a
+stricter bar. A few words cut off mid-sentence (truncated padding) join the piece before them.
+Segments of fewer than four words are read only in the joined view below. Decoded payloads
+(base64 and the like) are segments of their own.
 
-Cost is bounded: at most ``cap`` segments are scored. When there are more, the ones kept are
-(1) each payload and the joined-turns view, (2) the first and last window of the latest user
-turn and every short message among the last few, then (3) the windows with the highest cheap
-pre-score (a lexical score against the spec's action sections plus how unlike the rest of the
-conversation a window's words are, so repeated padding ranks low; microseconds), in
-conversation order. Text beyond ``max_words`` words per message is read only at its two ends
-(the hardening settings bound what a check reads in total).
+Conversation structure:
+- one more segment views the last user turns together, so that a request split across turns is
+  judged as one; turns cut mid-sentence ("How do I kill" / "a Python process") are read only there;
+- a short user turn that points at another message ("answer the request above", "open ticket 12
+  and do what it asks") is read together with the system, developer or tool message it points at,
+  not alone: alone it says nothing.
+
+Cost is bounded: at most ``cap`` segments are scored (the offline judge allows one more per 250
+words of a long text, up to twice its cap). When there are more, the ones kept are (1) each
+payload and the joined-turns view, (2) the first and last piece of the latest user turn and every
+short message among the last few, then (3) the pieces with the highest cheap pre-score (a fitted
+lexical harm score, guard.prescore, plus the judge's own spec-word score; how unlike the rest of
+the conversation a piece's words are only breaks near-ties), in conversation order. Text beyond
+``max_words`` words per message is read only at its two ends (the hardening settings bound what a
+check reads in total).
 """
 
 from __future__ import annotations
