@@ -241,12 +241,14 @@ def _correct(word: str) -> str:
     vocab = _vocab()
     if word in vocab or len(word) < 4 or len(word) > 14:
         return word
+    # The edits typing makes, and not those that turn one real word into another: the vocabulary lacks many
+    # real words, and "strangle" minus a letter is "strange", "snipe" plus one is "sniper".
     n = len(word)
-    cands = {word[:i] + word[i + 1:] for i in range(n)}  # a doubled or inserted letter
-    cands |= {word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(n - 1)}  # transposed
-    # a wrong letter is a neighbouring key (not the first letter): "frud" is "fraud" missing a letter, not "fred"
+    cands = {word[:i] + word[i + 1:] for i in range(1, n) if word[i] == word[i - 1]}  # a doubled letter ("whhat")
+    cands |= {word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(n - 1)}  # transposed ("woamn")
+    # a wrong letter is a neighbouring key, not the first one ("feom"): "frud" is not "fred"
     cands |= {word[:i] + c + word[i + 1:] for i in range(1, n) for c in _NEIGHBOURS.get(word[i], "")}
-    cands |= {word[:i] + c + word[i:] for i in range(1, n + 1) for c in _LETTERS}  # dropped
+    cands |= {word[:i] + c + word[i:] for i in range(1, n) for c in _LETTERS}  # a dropped letter, inside the word
     found = [(vocab[c], c) for c in cands if c in vocab and len(c) >= 4]
     if not found:
         return word
