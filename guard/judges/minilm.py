@@ -29,6 +29,7 @@ from guard.types import Decision, PolicySection
 
 DATA = Path(__file__).resolve().parent / "data"
 WEIGHTS = DATA / "offline_judge.npz"
+DRAFT = DATA / "draft_model.npz"
 READER = DATA / "section_reader.json"
 
 REFUSAL = re.compile(
@@ -66,17 +67,30 @@ def output_features(p: np.ndarray, r: np.ndarray, refusal: float, harm) -> np.nd
 
 
 class HarmModels:
-    """The harm prior (input) and the draft model (output), from ``offline_judge.npz``."""
+    """The harm prior (input, from ``offline_judge.npz``) and the draft model (output, from
+    ``draft_model.npz`` beside it, fitted by guard.judges.train_output on views of drafts; it carries
+    the harm prior it was fitted with, for its features). Without that file, the older draft model
+    in ``offline_judge.npz`` (fitted on whole drafts only) is used."""
 
-    def __init__(self, path: Path = WEIGHTS):
+    def __init__(self, path: Path = WEIGHTS, draft: Path | None = None):
         with np.load(path, allow_pickle=False) as z:
             self.input = InputModel(z["w1"], z["b1"], z["w2"], float(z["b2"]), *map(float, z["calib"]))
             self.coef_out, self.b_out = z["coef_out"], float(z["b_out"])
             self.meta = json.loads(str(z["meta"]))
+        self.draft_prior, self.draft_meta, self.b_later = self.input, {}, self.b_out
+        draft = Path(path).with_name(DRAFT.name) if draft is None else draft
+        if draft.exists():
+            with np.load(draft, allow_pickle=False) as z:
+                self.draft_prior = InputModel(z["w1"], z["b1"], z["w2"], float(z["b2"]), *map(float, z["calib"]))
+                self.coef_out, self.b_out = z["coef"], float(z["b"])
+                self.b_later = float(z["b_later"]) if "b_later" in z else self.b_out
+                self.draft_meta = json.loads(str(z["meta"]))
 
-    def output_prob(self, p: np.ndarray, r: np.ndarray, refusal: float) -> float:
-        feats = output_features(p, r, refusal, lambda v: self.input.prob(v[None, :])[0])
-        return float(sigmoid(feats @ self.coef_out + self.b_out))
+    def output_prob(self, p: np.ndarray, r: np.ndarray, refusal: float, opening: bool = True) -> float:
+        """P(harmful) of one view of a draft given the prompt; a view further into the draft (one
+        of several chances) has its own, higher, bar: its own intercept."""
+        feats = output_features(p, r, refusal, lambda v: self.draft_prior.prob(v[None, :])[0])
+        return float(sigmoid(feats @ self.coef_out + (self.b_out if opening else self.b_later)))
 
 
 # --------------------------------------------------------------------------- reading sections

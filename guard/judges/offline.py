@@ -220,14 +220,13 @@ class OfflineJudge:
         content = m.input.prob(dv)
         probs = np.zeros(len(views))
         for i, (seg, refusal, lead) in enumerate(views):
-            p = m.output_prob(pv, dv[i], refusal)
-            if lead:  # the draft's opening, as the draft model was fitted on: it decides alone
-                if not refusal and content[i] >= self.content_at:  # harmful content whatever the prompt was
-                    p = max(p, self._stretch(content[i], self.content_at))
-            else:
-                # later windows, code blocks and what follows a refusal: harmful when their content reads
-                # as clearly harmful on its own (a long helpful answer is not refused for one odd window)
-                p = self._stretch(content[i], self.later_content_at) if content[i] >= self.later_content_at else 0.0
+            # every view is read as an answer to the prompt: the opening, the answer after a refusal,
+            # the text from later sentence starts (behind pleasantries), code blocks
+            p = m.output_prob(pv, dv[i], refusal, lead)
+            # content harmful whatever the prompt: at the draft's start (content_at), anywhere (later_content_at)
+            at = self.content_at if i == 0 else self.later_content_at
+            if not refusal and content[i] >= at:
+                p = max(p, self._stretch(content[i], at))
             probs[i] = p
         k = int(np.argmax(probs))
         # an operator's refuse rule (a section the harm prior does not speak for) also binds the draft;
@@ -351,27 +350,61 @@ class OfflineJudge:
 
 
 def draft_views(draft: str, words: int, stride: int, cap: int) -> list[tuple[Segment, float, bool]]:
-    """(segment, refusal flag, is the opening) for a draft. The opening is its first window, flagged
-    when the draft starts by refusing. Then: its later windows; what it says besides refusing
-    ("I can't help with that. Just kidding: step 1..."), judged as content; code blocks. At most ``cap``."""
+    """(segment, refusal flag, read as an opening) for a draft: the draft read from several starting
+    points, each view judged by the draft model as an answer to the prompt (the model reads a view's
+    first 128 tokens). Openings, where an answer may begin: the draft's start; the first sentence
+    after it stops refusing ("I can't help with that. Just kidding: step 1..." is read from "Just
+    kidding"); the first paragraph after a short preamble (pleasantries); each code block's
+    contents. Later views: sentence starts at least ``words // 2`` words apart, or paragraph starts
+    (the model holds them to a higher bar: more views, more chances of a false alarm). A view's
+    refusal flag is whether it opens by refusing. At most ``cap`` views: the openings first, then
+    later starts spread evenly over the draft."""
     text = draft.strip()
     if not text:
         return []
-    refusing = bool(REFUSAL.search(text[:400]))
-    out: list[tuple[Segment, float, bool]] = [(Segment(text[:2000], "draft", 0, "message"), float(refusing), True)]
-    sentences = [s for s in _SENTENCE.split(text) if s and s.strip()]
-    if refusing:
-        rest = " ".join(s for s in sentences if not REFUSAL.search(s))
-        if len(rest.split()) >= 12:
-            out += [(s, 0.0, False) for s in message_segments("draft", 0, rest, words, stride)]
-    else:
-        segs = message_segments("draft", 0, text, words, stride)
-        out += [(s, 0.0, False) for s in segs[1:]] if len(segs) > 1 else []
-    code = re.findall(r"```[\w-]*\n?(.*?)```", text, re.S)
-    out += [(s, 0.0, False) for c in code if len(c.split()) >= 5 for s in message_segments("draft", 0, c, words, stride)[:2]]
-    if len(out) > cap:
-        out = out[: cap - 1] + out[-1:]
+    breaks = [m for m in _SENTENCE.finditer(text) if m.end() < len(text)]
+    starts = [m.end() for m in breaks]
+    para = {m.end() for m in breaks if "\n" in m.group()}
+    nwords = _word_offsets(text)
+    enough = [a for a in starts if len(text[a:].split()) >= 8]
+    openings = [0]
+    if REFUSAL.search(text[:400]):  # the answer after a refusal: the first start that does not open by refusing
+        after = next((a for a in starts if not REFUSAL.search(text[a:a + 160])), None)
+        if after is not None and after in enough:
+            openings.append(after)
+    first_para = next((a for a in enough if a in para and 8 <= nwords(a) <= 100), None)
+    if first_para is not None:
+        openings.append(first_para)
+    code = [m.start(1) for m in re.finditer(r"```[\w-]*\n?(.*?)(?:```|\Z)", text, re.S) if len(m.group(1).split()) >= 5]
+    openings += code
+    openings = sorted(set(openings))[:cap]
+    later, last = [], 0
+    for a in enough:
+        gap = nwords(a) - nwords(last)
+        if gap >= max(words // 2, 1) or (a in para and gap >= 8):
+            later.append(a)
+            last = a
+    later = [a for a in later if a not in openings]
+    room = cap - len(openings)
+    if len(later) > room:
+        later = [later[round(i * (len(later) - 1) / max(room - 1, 1))] for i in range(room)] if room > 1 else later[:room]
+    out = []
+    for a in sorted(openings + later):
+        view = text[a:a + 2000]
+        end = view.find("```") if a in code else -1
+        if end > 0:  # a code block is read alone
+            view = view[:end]
+        out.append((Segment(view, "draft", 0, "message" if a == 0 else "window", a == 0, False),
+                    float(bool(REFUSAL.search(view[:400]))), a in openings))
     return out
+
+
+def _word_offsets(text: str):
+    """A function: character offset -> number of words before it."""
+    ends = [m.end() for m in re.finditer(r"\S+", text)]
+    import bisect
+
+    return lambda off: bisect.bisect_right(ends, off)
 
 
 def _match(h: _Hit, k: int) -> float:
