@@ -58,7 +58,9 @@ def _loo(p: SectionProto, v: np.ndarray) -> SectionProto:
     tight = float((action @ action.T)[np.triu_indices(len(action), 1)].mean()) if len(action) >= 2 else 0.4
     return SectionProto(p.section, p.prose, action, p.action_ids[: len(action)], _drop_same(p.allow, v),
                         p.allow_ids, tight, None if p.scope is None else _drop_same(p.scope, v),
-                        None if p.veto is None else _drop_same(p.veto, v), p.background, p.harm)
+                        None if p.veto is None else _drop_same(p.veto, v), p.background, p.harm,
+                        None if p.domain is None else _drop_same(p.domain, v),
+                        None if p.rule is None else _drop_same(p.rule, v))
 
 
 def _pick(texts: list[str], n: int, salt: str) -> list[str]:

@@ -38,6 +38,50 @@ REFUSAL = re.compile(
     re.I)
 
 _ALLOWED_PARA = re.compile(r"^\s*(?:allowed|in scope|on topic)\s*:\s*(.+?)(?:\n\s*\n|\Z)", re.I | re.M | re.S)
+_NEGATED = re.compile(r"\b(?:not|never|no|refuse[sd]?|without|nor|cannot|won't|don't|doesn't|isn't)\b|n't\b", re.I)
+_CLAUSE = re.compile(r"\s*[,;:]\s*|\s+(?:and|or)\s+(?=\w+ing\b|how\b|what\b|where\b|when\b|which\b|why\b)")
+
+
+def clauses(text: str) -> list[str]:
+    """The items of a list written in prose ("registration deadlines and how to register, polling
+    places and hours, ..."): each names one thing a policy is for, and a request about that thing
+    reads closest to the item itself, not to the whole paragraph."""
+    out = []
+    for c in _CLAUSE.split(" ".join(text.split())):
+        c = re.sub(r"^(?:and|or|also|e\.g\.|including|such as)\s+", "", c.strip(" .-*()\"'"), flags=re.I).strip(" .()")
+        if len(c) >= 4:
+            out.append(c)
+    return out
+
+
+def rule_texts(section: PolicySection) -> list[str]:
+    """What a rule section forbids, in its own words: its definition's sentences, without its "Allowed:"
+    paragraph. Whole sentences only: the items of a forbidding list read as harmless out of their
+    sentence ("Refuse help to deceive voters about ... how to vote": "how to vote" alone is the
+    policy's subject, not a breach)."""
+    out = [" ".join(t.split()) for t in re.split(r"(?<=[.!?])\s+|\n\s*\n", _ALLOWED_PARA.sub("", section.body))]
+    return list(dict.fromkeys(t for t in out if t))
+
+
+def domain_texts(spec, policy: str) -> list[str]:
+    """What one policy of a spec is for, in its own words: its overview's sentences that do not forbid
+    anything (whole and as list items), every "Allowed:" paragraph of its sections (whole and as
+    items) and its allow examples. A request that reads closer to these than to a section's action
+    examples is on the policy's subject, not under the section: the policy's own measure of topic."""
+    texts: list[str] = []
+    for s in spec.sections:
+        if s.policy != policy:
+            continue
+        if s.kind == "overview":
+            for sent in re.split(r"(?<=[.!?])\s+|\n\s*[-*]\s+|\n\s*\n", s.body):
+                sent = " ".join(sent.split())
+                if sent and not _NEGATED.search(sent):
+                    texts += [sent] + clauses(sent)
+        elif s.kind == "rule":
+            for m in _ALLOWED_PARA.finditer(s.body):
+                texts += [" ".join(m.group(1).split())] + clauses(m.group(1))
+            texts += [ex.text for ex in s.examples if ex.decision is Decision.allow and ex.response is None]
+    return list(dict.fromkeys(texts))
 
 
 def sigmoid(x):
@@ -95,6 +139,9 @@ class SectionProto:
     veto: np.ndarray | None = None  # every allow example of the spec: look-alikes wherever they are listed
     background: np.ndarray | None = None  # ordinary requests (the reader's background, shipped with it)
     harm: float = 0.0  # the harm prior's mean over the action examples: how much its opinion counts here
+    domain: np.ndarray | None = None  # what the section's policy is for (domain_texts): its own measure of topic
+    rule: np.ndarray | None = None  # what the section forbids, in its own words (rule_texts)
+    policy_harm: float = 0.0  # the median of ``harm`` over its policy's action sections: a policy about harm
 
 
 class SectionIndex:
@@ -116,26 +163,33 @@ class SectionIndex:
             b = embed([t for _, t in alls]) if alls else np.zeros((0, prose.shape[1]), np.float32)
             tight = float((a @ a.T)[np.triu_indices(len(a), 1)].mean()) if len(a) >= 2 else 0.4
             self.protos[s.id] = SectionProto(s, prose[i], a, [x for x, _ in acts], b, [x for x, _ in alls], tight)
+        domains = {pol: domain_texts(spec, pol) for pol in dict.fromkeys(s.policy for s in rules)}
+        dom_v = {pol: embed(t) if t else None for pol, t in domains.items()}
         allow_all = [p.allow for p in self.protos.values() if len(p.allow)]
         veto = np.concatenate(allow_all) if allow_all else np.zeros((0, prose.shape[1]), np.float32)
         for sid, p in self.protos.items():
-            p.veto, p.background = veto, background
+            p.veto, p.background, p.domain = veto, background, dom_v.get(p.section.policy)
+            p.rule = embed(rule_texts(p.section)) if not is_scope_section(p.section) and p.section.body.strip() else None
             if harm is not None and len(p.action):
                 p.harm = float(np.mean(harm(p.action)))
+        by_policy: dict[str, list[float]] = {}
+        for p in self.protos.values():
+            if p.section.decision not in (None, Decision.allow):
+                by_policy.setdefault(p.section.policy, []).append(p.harm)
+        for p in self.protos.values():
+            p.policy_harm = float(np.median(by_policy.get(p.section.policy, [0.0])))
+        for sid, p in self.protos.items():
             if not is_scope_section(p.section):
                 continue
             s = p.section
             texts = [f"{o.title}. {o.body}" for o in [overview_by_policy.get(s.policy)] if o is not None]
-            texts += [m.group(1) for m in _ALLOWED_PARA.finditer(s.body)]
-            for other in rules:  # the same policy's allowed examples are on topic by definition
-                if other.policy == s.policy:
-                    texts += [ex.text for ex in other.examples if ex.decision is Decision.allow and ex.response is None]
+            texts += domains.get(s.policy, [])  # the overview's items, every Allowed list, the allow examples
             texts += [t for d, t in extra.get(sid, []) if d == "allow"]
-            p.scope = embed(texts) if texts else None
+            p.scope = embed(list(dict.fromkeys(texts))) if texts else None
 
 
 PAIR_FEATURES = ("nearest_action", "top2_action", "prose", "allow_veto", "tightness", "background", "over_background")
-SCOPE_FEATURES = ("nearest_in_scope", "top3_in_scope", "nearest_off_example", "prose")
+SCOPE_FEATURES = ("nearest_in_scope", "top3_in_scope", "nearest_off_example", "prose", "in_scope_over_background")
 
 
 def pair_features(p: SectionProto, v: np.ndarray, h: np.ndarray, bg: np.ndarray | None = None) -> np.ndarray:
@@ -159,6 +213,28 @@ def pair_features(p: SectionProto, v: np.ndarray, h: np.ndarray, bg: np.ndarray 
     return np.stack([nearest, top2, prose, np.maximum(allow - nearest, 0.0), np.full(n, p.tight), bg, top2 - bg], 1)
 
 
+def over_domain(p: SectionProto, v: np.ndarray, nearest: np.ndarray | None = None) -> np.ndarray:
+    """How much nearer a text is to what the section forbids (its action examples and the items of its
+    definition) than to what its policy is for (the overview's items, the Allowed lists, the allow
+    examples). Both sides are the operator's own words, so the margin means the same in any domain:
+    "What's on my ballot?" is near a non-partisan rule's topic, and nearer still to "the official list
+    of candidates and measures on the ballot"."""
+    forbid, allowed = forbidden_and_allowed(p, v, nearest)
+    return forbid - allowed
+
+
+def forbidden_and_allowed(p: SectionProto, v: np.ndarray, nearest: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: similarity to the nearest of what the section forbids (action examples, definition
+    sentences) and to the nearest of what its policy is for (domain_texts)."""
+    n = len(v)
+    if nearest is None:
+        nearest = (v @ p.action.T).max(1) if len(p.action) else np.zeros(n, np.float32)
+    if p.rule is not None and len(p.rule):
+        nearest = np.maximum(nearest, (v @ p.rule.T).max(1))
+    dom = (v @ p.domain.T).max(1) if p.domain is not None and len(p.domain) else np.zeros(n, np.float32)
+    return nearest, dom
+
+
 def background_similarity(background: np.ndarray | None, v: np.ndarray) -> np.ndarray:
     """Mean similarity to the 3 nearest ordinary requests (a text's own copy, if there, does not count).
     The same for every section: computed once per check."""
@@ -169,12 +245,16 @@ def background_similarity(background: np.ndarray | None, v: np.ndarray) -> np.nd
     return np.partition(sims, sims.shape[1] - 3, axis=1)[:, -3:].mean(1)
 
 
-def scope_features(p: SectionProto, v: np.ndarray) -> np.ndarray:
+def scope_features(p: SectionProto, v: np.ndarray, bg: np.ndarray | None = None) -> np.ndarray:
+    """Features of (stay-on-topic section, segments): how close the policy's in-scope texts are (nearest,
+    three nearest), how close the section's off-topic examples and prose are, and how much closer the
+    scope is than ordinary requests (the background): a margin each text brings its own yardstick to."""
     n = len(v)
     ins = v @ p.scope.T if p.scope is not None and len(p.scope) else np.zeros((n, 1), np.float32)
     top3 = np.sort(ins, 1)[:, -3:].mean(1)
     off = (v @ p.action.T).max(1) if len(p.action) else np.zeros(n, np.float32)
-    return np.stack([ins.max(1), top3, off, v @ p.prose], 1)
+    bg = background_similarity(p.background, v) if bg is None else bg
+    return np.stack([ins.max(1), top3, off, v @ p.prose, ins.max(1) - bg], 1)
 
 
 class SectionReader:
@@ -209,5 +289,5 @@ class SectionReader:
         """P(segment falls under the section) per segment (``h``: their harm prior; ``bg``: their
         background similarity, if already computed), and the threshold."""
         if p.scope is not None:
-            return sigmoid(scope_features(p, v) @ self.scope_w + self.scope_b), self.scope_threshold
+            return sigmoid(scope_features(p, v, bg) @ self.scope_w + self.scope_b), self.scope_threshold
         return sigmoid(pair_features(p, v, h, bg) @ self.pair_w + self.pair_b), self.threshold
