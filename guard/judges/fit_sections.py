@@ -34,12 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from guard.judges.minilm import (PAIR_FEATURES, READER, SCOPE_FEATURES, SectionIndex, SectionProto, pair_features,
-                                 scope_features)
+from guard.judges.minilm import (PAIR_FEATURES, READER, SCOPE_FEATURES, TRAIN_POLICIES, SectionIndex, SectionProto,
+                                 pair_features, reader_training_policies, scope_features)
 from guard.types import Decision
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-TRAIN_POLICIES = DATA_DIR / "train_policies"
 HARMBENCH_TO_SECTION = {"chemical_biological": "cbrn", "illegal": "illicit-behaviour", "cybercrime_intrusion": "cyber-abuse",
                         "harassment_bullying": "hate-harassment", "misinformation_disinformation": "misinformation",
                         "copyright": "copyright"}
@@ -69,14 +68,10 @@ def _pick(texts: list[str], n: int, salt: str) -> list[str]:
 
 def training_specs():
     from guard.policy import load_spec
-    from guard.policy import default_policy_paths
 
-    root = Path(__file__).resolve().parents[2] / "policies" / "examples"
-    specs = [load_spec(default_policy_paths())]
-    if (root / "support-bot.md").exists():
-        specs.append(load_spec([root / "support-bot.md"]))
-    specs += [load_spec([p]) for p in sorted(TRAIN_POLICIES.glob("*.md"))]
-    return specs
+    paths = reader_training_policies()
+    defaults = [p for p in paths if p.parent != TRAIN_POLICIES and p.name != "support-bot.md"]
+    return [load_spec(defaults)] + [load_spec([p]) for p in paths if p not in defaults]
 
 
 def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, str | None, int]]] | None = None,

@@ -30,6 +30,17 @@ from guard.types import Decision, PolicySection
 DATA = Path(__file__).resolve().parent / "data"
 WEIGHTS = DATA / "offline_judge.npz"
 READER = DATA / "section_reader.json"
+TRAIN_POLICIES = DATA / "train_policies"
+
+
+def reader_training_policies() -> list[Path]:
+    """The policy files the section reader was fitted on (guard.judges.fit_sections): the default spec,
+    the example support bot and the training policies. Benchmarks check their prompts against these."""
+    from guard.policy import default_policy_paths
+
+    support = Path(__file__).resolve().parents[2] / "policies" / "examples" / "support-bot.md"
+    return [*map(Path, default_policy_paths()), *([support] if support.exists() else []),
+            *sorted(TRAIN_POLICIES.glob("*.md"))]
 
 REFUSAL = re.compile(
     r"\b(i can(?:'|’|no)?t|i cannot|i won'?t|i will not|i'm (?:not able|unable|sorry)|i am (?:not able|unable|sorry)|"

@@ -46,6 +46,7 @@ from guard.judges.base import Case, Judgment
 from guard.judges.minilm import (READER, REFUSAL, WEIGHTS, HarmModels, SectionIndex, SectionReader,
                                  background_similarity, forbidden_and_allowed)
 from guard.policy import Spec
+from guard.retrieval import is_scope_section
 from guard.segments import Segment, conversation_segments, message_segments
 from guard.text import tokens
 from guard.types import Cost, Decision, PolicySection
@@ -108,6 +109,13 @@ class OfflineJudge:
         self._fitted: _Fitted | None = None
         self._indexes: dict[str, tuple[SectionIndex, dict[str, float]]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def fitted_policies(self) -> list[str]:
+        """The policies whose sections the reader was fitted on (guard.eval.fitted.fitted_policies)."""
+        from guard.judges.minilm import reader_training_policies
+
+        return [str(p) for p in reader_training_policies()]
 
     # ------------------------------------------------------------------ loading (lazy)
 
@@ -297,6 +305,9 @@ class OfflineJudge:
     def _decide(self, case: Case, hits: list[_Hit], harm: float, harm_seg: Segment, refuse_at: float,
                 what: str, harm_k: int = 0, cite: list[_Hit] | None = None) -> Judgment:
         over = [h for h in hits if h.prob >= h.threshold]
+        # "stay on topic" forbids what no other section covers: a text another section reads as its own
+        # breach is on the policy's subject, and that section is the one to cite
+        over = [h for h in over if not is_scope_section(h.section)] or over
         where = _where(harm_seg)
         if over:
             # the best reading decides; where a clear match near it calls for a different decision, the
