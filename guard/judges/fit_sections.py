@@ -8,9 +8,11 @@ Training code: never imported at run time. numpy only, deterministic.
 similarities that mean the same for any section (guard.judges.minilm.PAIR_FEATURES), so it is
 fitted on pairs (section, text) from many policies:
 
-- every training spec: the default spec, the example support bot, and the operator-style
-  policies in ``data/train_policies/`` (travel agency, children's tutor, clinic triage,
-  developer tools, car insurance, cookware brand: written for this project);
+- every training spec (guard.judges.minilm.reader_training_policies): the default spec, the
+  example support bot, and the operator-style policies in ``data/train_policies/`` (travel
+  agency, car insurance, cookware brand, utility company, university admissions, game
+  community, legal-aid intake, real-estate agency: written for this project, none in the
+  domain of a benchmark policy in policies/examples/);
 - each section's own examples, left out one at a time (the example is scored against the
   section without it): action examples are positives, allow examples negatives (the hard
   negatives: look-alikes the section itself lists);

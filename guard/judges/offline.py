@@ -11,12 +11,16 @@ Per check:
    examples veto); "stay on topic" sections score distance from the policy's scope. Unless the
    harm prior finds a segment harmful, a section needs evidence beyond topic: the segment must be
    nearer the section's nearest action example than ordinary requests; a near repeat of one of
-   its action examples falls under it. A
+   its action examples falls under it. An operator's rule also needs the segment nearer what
+   the section forbids (its examples, its definition) than what its policy says it is for (the
+   overview's items, the Allowed lists, the allow examples). A
    section whose probability passes the threshold decides with its own decision; among
    several, the highest priority wins.
 3. **A harm prior** (the input model fitted on public sets) is one more input: a segment it
    finds harmful is refused even when no section reads as a clear match, citing the
-   retrieved refuse section whose examples match that segment best.
+   retrieved refuse section whose examples match that segment best; unless, with the prior
+   unsure (below halfway from its threshold to 1), the segment reads nearer an operator policy's
+   own subject than anything a retrieved section forbids (allowed, at low confidence).
 4. **Output stage.** The draft is judged for what it does: each draft segment is scored with
    the prompt, so a harmful answer after pleasantries, after a refusal ("I can't help with
    that. Just kidding: step 1...") or inside a code block or tool call is caught; a draft
