@@ -177,21 +177,23 @@ class SectionIndex:
             b = embed([t for _, t in alls]) if alls else np.zeros((0, prose.shape[1]), np.float32)
             tight = float((a @ a.T)[np.triu_indices(len(a), 1)].mean()) if len(a) >= 2 else 0.4
             self.protos[s.id] = SectionProto(s, prose[i], a, [x for x, _ in acts], b, [x for x, _ in alls], tight)
-        domains = {pol: domain_texts(spec, pol) for pol in dict.fromkeys(s.policy for s in rules)}
-        dom_v = {pol: embed(t) if t else None for pol, t in domains.items()}
         allow_all = [p.allow for p in self.protos.values() if len(p.allow)]
         veto = np.concatenate(allow_all) if allow_all else np.zeros((0, prose.shape[1]), np.float32)
+        by_policy: dict[str, list[float]] = {}
         for sid, p in self.protos.items():
-            p.veto, p.background, p.domain = veto, background, dom_v.get(p.section.policy)
+            p.veto, p.background = veto, background
             p.rule = embed(rule_texts(p.section)) if not is_scope_section(p.section) and p.section.body.strip() else None
             if harm is not None and len(p.action):
                 p.harm = float(np.mean(harm(p.action)))
-        by_policy: dict[str, list[float]] = {}
-        for p in self.protos.values():
             if p.section.decision not in (None, Decision.allow):
                 by_policy.setdefault(p.section.policy, []).append(p.harm)
+        domains = {pol: domain_texts(spec, pol) for pol in dict.fromkeys(s.policy for s in rules)}
+        # a policy's subject is read for operator policies only (the judge never asks it of a policy about
+        # harm, such as the default spec, whose Allowed lists name look-alikes, not a subject)
+        policy_harm = {pol: float(np.median(by_policy.get(pol, [0.0]))) for pol in domains}
+        dom_v = {pol: embed(t) if t and policy_harm[pol] < 0.5 else None for pol, t in domains.items()}
         for p in self.protos.values():
-            p.policy_harm = float(np.median(by_policy.get(p.section.policy, [0.0])))
+            p.policy_harm, p.domain = policy_harm[p.section.policy], dom_v.get(p.section.policy)
         for sid, p in self.protos.items():
             if not is_scope_section(p.section):
                 continue
@@ -227,19 +229,12 @@ def pair_features(p: SectionProto, v: np.ndarray, h: np.ndarray, bg: np.ndarray 
     return np.stack([nearest, top2, prose, np.maximum(allow - nearest, 0.0), np.full(n, p.tight), bg, top2 - bg], 1)
 
 
-def over_domain(p: SectionProto, v: np.ndarray, nearest: np.ndarray | None = None) -> np.ndarray:
-    """How much nearer a text is to what the section forbids (its action examples and the items of its
-    definition) than to what its policy is for (the overview's items, the Allowed lists, the allow
-    examples). Both sides are the operator's own words, so the margin means the same in any domain:
-    "What's on my ballot?" is near a non-partisan rule's topic, and nearer still to "the official list
-    of candidates and measures on the ballot"."""
-    forbid, allowed = forbidden_and_allowed(p, v, nearest)
-    return forbid - allowed
-
-
 def forbidden_and_allowed(p: SectionProto, v: np.ndarray, nearest: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per text: similarity to the nearest of what the section forbids (action examples, definition
-    sentences) and to the nearest of what its policy is for (domain_texts)."""
+    """Per text: similarity to the nearest of what the section forbids (its action examples and its
+    definition's sentences) and to the nearest of what its policy is for (domain_texts). Both sides
+    are the operator's own words, so comparing them means the same in any domain: "What's on my
+    ballot?" is near a non-partisan rule's topic, and nearer still to "the official list of
+    candidates and measures on the ballot"."""
     n = len(v)
     if nearest is None:
         nearest = (v @ p.action.T).max(1) if len(p.action) else np.zeros(n, np.float32)
