@@ -8,9 +8,11 @@ Training code: never imported at run time. numpy only, deterministic.
 similarities that mean the same for any section (guard.judges.minilm.PAIR_FEATURES), so it is
 fitted on pairs (section, text) from many policies:
 
-- every training spec: the default spec, the example support bot, and the operator-style
-  policies in ``data/train_policies/`` (travel agency, children's tutor, clinic triage,
-  developer tools, car insurance, cookware brand: written for this project);
+- every training spec (guard.judges.minilm.reader_training_policies): the default spec, the
+  example support bot, and the operator-style policies in ``data/train_policies/`` (travel
+  agency, car insurance, cookware brand, utility company, university admissions, game
+  community, legal-aid intake, real-estate agency: written for this project, none in the
+  domain of a benchmark policy in policies/examples/);
 - each section's own examples, left out one at a time (the example is scored against the
   section without it): action examples are positives, allow examples negatives (the hard
   negatives: look-alikes the section itself lists);
@@ -34,12 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from guard.judges.minilm import (PAIR_FEATURES, READER, SCOPE_FEATURES, SectionIndex, SectionProto, pair_features,
-                                 scope_features)
+from guard.judges.minilm import (PAIR_FEATURES, READER, SCOPE_FEATURES, TRAIN_POLICIES, SectionIndex, SectionProto,
+                                 pair_features, reader_training_policies, scope_features)
 from guard.types import Decision
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-TRAIN_POLICIES = DATA_DIR / "train_policies"
 HARMBENCH_TO_SECTION = {"chemical_biological": "cbrn", "illegal": "illicit-behaviour", "cybercrime_intrusion": "cyber-abuse",
                         "harassment_bullying": "hate-harassment", "misinformation_disinformation": "misinformation",
                         "copyright": "copyright"}
@@ -58,7 +59,9 @@ def _loo(p: SectionProto, v: np.ndarray) -> SectionProto:
     tight = float((action @ action.T)[np.triu_indices(len(action), 1)].mean()) if len(action) >= 2 else 0.4
     return SectionProto(p.section, p.prose, action, p.action_ids[: len(action)], _drop_same(p.allow, v),
                         p.allow_ids, tight, None if p.scope is None else _drop_same(p.scope, v),
-                        None if p.veto is None else _drop_same(p.veto, v), p.background, p.harm)
+                        None if p.veto is None else _drop_same(p.veto, v), p.background, p.harm,
+                        None if p.domain is None else _drop_same(p.domain, v),
+                        None if p.rule is None else _drop_same(p.rule, v))
 
 
 def _pick(texts: list[str], n: int, salt: str) -> list[str]:
@@ -67,14 +70,10 @@ def _pick(texts: list[str], n: int, salt: str) -> list[str]:
 
 def training_specs():
     from guard.policy import load_spec
-    from guard.policy import default_policy_paths
 
-    root = Path(__file__).resolve().parents[2] / "policies" / "examples"
-    specs = [load_spec(default_policy_paths())]
-    if (root / "support-bot.md").exists():
-        specs.append(load_spec([root / "support-bot.md"]))
-    specs += [load_spec([p]) for p in sorted(TRAIN_POLICIES.glob("*.md"))]
-    return specs
+    paths = reader_training_policies()
+    defaults = [p for p in paths if p.parent != TRAIN_POLICIES and p.name != "support-bot.md"]
+    return [load_spec(defaults)] + [load_spec([p]) for p in paths if p not in defaults]
 
 
 def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, str | None, int]]] | None = None,

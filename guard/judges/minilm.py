@@ -11,8 +11,11 @@
   nearest allow example, which vetoes, and how tight the section's own examples are), so a
   section an operator writes in prose with a few examples is enforced without retraining.
   "Stay on topic" sections (everything except what the policy is for) are scored by distance
-  from the policy's in-scope texts instead: its overview, its allow examples and the allowed
-  topics its sections list.
+  from the policy's in-scope texts instead (its overview, its allow examples and the items of
+  the allowed topics its sections list) and by how much nearer those are than ordinary requests.
+- ``domain_texts`` and ``rule_texts``: what a policy is for and what a section forbids, in the
+  operator's own words; the offline judge asks an operator's rule for a text nearer the second
+  than the first (guard.judges.offline).
 """
 
 from __future__ import annotations
@@ -31,6 +34,17 @@ DATA = Path(__file__).resolve().parent / "data"
 WEIGHTS = DATA / "offline_judge.npz"
 DRAFT = DATA / "draft_model.npz"
 READER = DATA / "section_reader.json"
+TRAIN_POLICIES = DATA / "train_policies"
+
+
+def reader_training_policies() -> list[Path]:
+    """The policy files the section reader was fitted on (guard.judges.fit_sections): the default spec,
+    the example support bot and the training policies. Benchmarks check their prompts against these."""
+    from guard.policy import default_policy_paths
+
+    support = Path(__file__).resolve().parents[2] / "policies" / "examples" / "support-bot.md"
+    return [*map(Path, default_policy_paths()), *([support] if support.exists() else []),
+            *sorted(TRAIN_POLICIES.glob("*.md"))]
 
 REFUSAL = re.compile(
     r"\b(i can(?:'|’|no)?t|i cannot|i won'?t|i will not|i'm (?:not able|unable|sorry)|i am (?:not able|unable|sorry)|"
@@ -39,6 +53,50 @@ REFUSAL = re.compile(
     re.I)
 
 _ALLOWED_PARA = re.compile(r"^\s*(?:allowed|in scope|on topic)\s*:\s*(.+?)(?:\n\s*\n|\Z)", re.I | re.M | re.S)
+_NEGATED = re.compile(r"\b(?:not|never|no|refuse[sd]?|without|nor|cannot|won't|don't|doesn't|isn't)\b|n't\b", re.I)
+_CLAUSE = re.compile(r"\s*[,;:]\s*|\s+(?:and|or)\s+(?=\w+ing\b|how\b|what\b|where\b|when\b|which\b|why\b)")
+
+
+def clauses(text: str) -> list[str]:
+    """The items of a list written in prose ("registration deadlines and how to register, polling
+    places and hours, ..."): each names one thing a policy is for, and a request about that thing
+    reads closest to the item itself, not to the whole paragraph."""
+    out = []
+    for c in _CLAUSE.split(" ".join(text.split())):
+        c = re.sub(r"^(?:and|or|also|e\.g\.|including|such as)\s+", "", c.strip(" .-*()\"'"), flags=re.I).strip(" .()")
+        if len(c) >= 4:
+            out.append(c)
+    return out
+
+
+def rule_texts(section: PolicySection) -> list[str]:
+    """What a rule section forbids, in its own words: its definition's sentences, without its "Allowed:"
+    paragraph. Whole sentences only: the items of a forbidding list read as harmless out of their
+    sentence ("Refuse help to deceive voters about ... how to vote": "how to vote" alone is the
+    policy's subject, not a breach)."""
+    out = [" ".join(t.split()) for t in re.split(r"(?<=[.!?])\s+|\n\s*\n", _ALLOWED_PARA.sub("", section.body))]
+    return list(dict.fromkeys(t for t in out if t))
+
+
+def domain_texts(spec, policy: str) -> list[str]:
+    """What one policy of a spec is for, in its own words: its overview's sentences that do not forbid
+    anything (whole and as list items), every "Allowed:" paragraph of its sections (whole and as
+    items) and its allow examples. A request that reads closer to these than to a section's action
+    examples is on the policy's subject, not under the section: the policy's own measure of topic."""
+    texts: list[str] = []
+    for s in spec.sections:
+        if s.policy != policy:
+            continue
+        if s.kind == "overview":
+            for sent in re.split(r"(?<=[.!?])\s+|\n\s*[-*]\s+|\n\s*\n", s.body):
+                sent = " ".join(sent.split())
+                if sent and not _NEGATED.search(sent):
+                    texts += [sent] + clauses(sent)
+        elif s.kind == "rule":
+            for m in _ALLOWED_PARA.finditer(s.body):
+                texts += [" ".join(m.group(1).split())] + clauses(m.group(1))
+            texts += [ex.text for ex in s.examples if ex.decision is Decision.allow and ex.response is None]
+    return list(dict.fromkeys(texts))
 
 
 def sigmoid(x):
@@ -109,6 +167,9 @@ class SectionProto:
     veto: np.ndarray | None = None  # every allow example of the spec: look-alikes wherever they are listed
     background: np.ndarray | None = None  # ordinary requests (the reader's background, shipped with it)
     harm: float = 0.0  # the harm prior's mean over the action examples: how much its opinion counts here
+    domain: np.ndarray | None = None  # what the section's policy is for (domain_texts): its own measure of topic
+    rule: np.ndarray | None = None  # what the section forbids, in its own words (rule_texts)
+    policy_harm: float = 0.0  # the median of ``harm`` over its policy's action sections: a policy about harm
 
 
 class SectionIndex:
@@ -132,24 +193,33 @@ class SectionIndex:
             self.protos[s.id] = SectionProto(s, prose[i], a, [x for x, _ in acts], b, [x for x, _ in alls], tight)
         allow_all = [p.allow for p in self.protos.values() if len(p.allow)]
         veto = np.concatenate(allow_all) if allow_all else np.zeros((0, prose.shape[1]), np.float32)
+        by_policy: dict[str, list[float]] = {}
         for sid, p in self.protos.items():
             p.veto, p.background = veto, background
+            p.rule = embed(rule_texts(p.section)) if not is_scope_section(p.section) and p.section.body.strip() else None
             if harm is not None and len(p.action):
                 p.harm = float(np.mean(harm(p.action)))
+            if p.section.decision not in (None, Decision.allow):
+                by_policy.setdefault(p.section.policy, []).append(p.harm)
+        domains = {pol: domain_texts(spec, pol) for pol in dict.fromkeys(s.policy for s in rules)}
+        # a policy's subject is read for operator policies only (the judge never asks it of a policy about
+        # harm, such as the default spec, whose Allowed lists name look-alikes, not a subject)
+        policy_harm = {pol: float(np.median(by_policy.get(pol, [0.0]))) for pol in domains}
+        dom_v = {pol: embed(t) if t and policy_harm[pol] < 0.5 else None for pol, t in domains.items()}
+        for p in self.protos.values():
+            p.policy_harm, p.domain = policy_harm[p.section.policy], dom_v.get(p.section.policy)
+        for sid, p in self.protos.items():
             if not is_scope_section(p.section):
                 continue
             s = p.section
             texts = [f"{o.title}. {o.body}" for o in [overview_by_policy.get(s.policy)] if o is not None]
-            texts += [m.group(1) for m in _ALLOWED_PARA.finditer(s.body)]
-            for other in rules:  # the same policy's allowed examples are on topic by definition
-                if other.policy == s.policy:
-                    texts += [ex.text for ex in other.examples if ex.decision is Decision.allow and ex.response is None]
+            texts += domains.get(s.policy, [])  # the overview's items, every Allowed list, the allow examples
             texts += [t for d, t in extra.get(sid, []) if d == "allow"]
-            p.scope = embed(texts) if texts else None
+            p.scope = embed(list(dict.fromkeys(texts))) if texts else None
 
 
 PAIR_FEATURES = ("nearest_action", "top2_action", "prose", "allow_veto", "tightness", "background", "over_background")
-SCOPE_FEATURES = ("nearest_in_scope", "top3_in_scope", "nearest_off_example", "prose")
+SCOPE_FEATURES = ("nearest_in_scope", "top3_in_scope", "nearest_off_example", "prose", "in_scope_over_background")
 
 
 def pair_features(p: SectionProto, v: np.ndarray, h: np.ndarray, bg: np.ndarray | None = None) -> np.ndarray:
@@ -173,6 +243,21 @@ def pair_features(p: SectionProto, v: np.ndarray, h: np.ndarray, bg: np.ndarray 
     return np.stack([nearest, top2, prose, np.maximum(allow - nearest, 0.0), np.full(n, p.tight), bg, top2 - bg], 1)
 
 
+def forbidden_and_allowed(p: SectionProto, v: np.ndarray, nearest: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: similarity to the nearest of what the section forbids (its action examples and its
+    definition's sentences) and to the nearest of what its policy is for (domain_texts). Both sides
+    are the operator's own words, so comparing them means the same in any domain: "What's on my
+    ballot?" is near a non-partisan rule's topic, and nearer still to "the official list of
+    candidates and measures on the ballot"."""
+    n = len(v)
+    if nearest is None:
+        nearest = (v @ p.action.T).max(1) if len(p.action) else np.zeros(n, np.float32)
+    if p.rule is not None and len(p.rule):
+        nearest = np.maximum(nearest, (v @ p.rule.T).max(1))
+    dom = (v @ p.domain.T).max(1) if p.domain is not None and len(p.domain) else np.zeros(n, np.float32)
+    return nearest, dom
+
+
 def background_similarity(background: np.ndarray | None, v: np.ndarray) -> np.ndarray:
     """Mean similarity to the 3 nearest ordinary requests (a text's own copy, if there, does not count).
     The same for every section: computed once per check."""
@@ -183,12 +268,16 @@ def background_similarity(background: np.ndarray | None, v: np.ndarray) -> np.nd
     return np.partition(sims, sims.shape[1] - 3, axis=1)[:, -3:].mean(1)
 
 
-def scope_features(p: SectionProto, v: np.ndarray) -> np.ndarray:
+def scope_features(p: SectionProto, v: np.ndarray, bg: np.ndarray | None = None) -> np.ndarray:
+    """Features of (stay-on-topic section, segments): how close the policy's in-scope texts are (nearest,
+    three nearest), how close the section's off-topic examples and prose are, and how much closer the
+    scope is than ordinary requests (the background): a margin each text brings its own yardstick to."""
     n = len(v)
     ins = v @ p.scope.T if p.scope is not None and len(p.scope) else np.zeros((n, 1), np.float32)
     top3 = np.sort(ins, 1)[:, -3:].mean(1)
     off = (v @ p.action.T).max(1) if len(p.action) else np.zeros(n, np.float32)
-    return np.stack([ins.max(1), top3, off, v @ p.prose], 1)
+    bg = background_similarity(p.background, v) if bg is None else bg
+    return np.stack([ins.max(1), top3, off, v @ p.prose, ins.max(1) - bg], 1)
 
 
 class SectionReader:
@@ -223,5 +312,5 @@ class SectionReader:
         """P(segment falls under the section) per segment (``h``: their harm prior; ``bg``: their
         background similarity, if already computed), and the threshold."""
         if p.scope is not None:
-            return sigmoid(scope_features(p, v) @ self.scope_w + self.scope_b), self.scope_threshold
+            return sigmoid(scope_features(p, v, bg) @ self.scope_w + self.scope_b), self.scope_threshold
         return sigmoid(pair_features(p, v, h, bg) @ self.pair_w + self.pair_b), self.threshold

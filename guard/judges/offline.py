@@ -11,12 +11,16 @@ Per check:
    examples veto); "stay on topic" sections score distance from the policy's scope. Unless the
    harm prior finds a segment harmful, a section needs evidence beyond topic: the segment must be
    nearer the section's nearest action example than ordinary requests; a near repeat of one of
-   its action examples falls under it. A
+   its action examples falls under it. An operator's rule also needs the segment nearer what
+   the section forbids (its examples, its definition) than what its policy says it is for (the
+   overview's items, the Allowed lists, the allow examples). A
    section whose probability passes the threshold decides with its own decision; among
    several, the highest priority wins.
 3. **A harm prior** (the input model fitted on public sets) is one more input: a segment it
    finds harmful is refused even when no section reads as a clear match, citing the
-   retrieved refuse section whose examples match that segment best.
+   retrieved refuse section whose examples match that segment best; unless, with the prior
+   unsure (below halfway from its threshold to 1), the segment reads nearer an operator policy's
+   own subject than anything a retrieved section forbids (allowed, at low confidence).
 4. **Output stage.** The draft is judged for what it does: each draft segment is scored with
    the prompt, so a harmful answer after pleasantries, after a refusal ("I can't help with
    that. Just kidding: step 1...") or inside a code block or tool call is caught; a draft
@@ -44,8 +48,9 @@ import numpy as np
 
 from guard.judges.base import Case, Judgment
 from guard.judges.minilm import (READER, REFUSAL, WEIGHTS, HarmModels, SectionIndex, SectionReader,
-                                 background_similarity)
+                                 background_similarity, forbidden_and_allowed)
 from guard.policy import Spec
+from guard.retrieval import is_scope_section
 from guard.segments import Segment, conversation_segments, message_segments
 from guard.text import tokens
 from guard.types import Cost, Decision, PolicySection
@@ -79,6 +84,9 @@ class _Hit:
     precedent: str | None
     match: np.ndarray | None = None  # per segment: similarity to the section's nearest action example
     repeat: bool = False  # the segment nearly repeats one of the section's action examples
+    forbid: np.ndarray | None = None  # per segment: similarity to the nearest of what the section forbids
+    allowed: np.ndarray | None = None  # per segment: similarity to the nearest of what its policy is for
+    prior_speaks: bool = False  # the section's policy is about harm (the prior finds most of its sections' examples harmful)
 
 
 class OfflineJudge:
@@ -105,6 +113,13 @@ class OfflineJudge:
         self._fitted: _Fitted | None = None
         self._indexes: dict[str, tuple[SectionIndex, dict[str, float]]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def fitted_policies(self) -> list[str]:
+        """The policies whose sections the reader was fitted on (guard.eval.fitted.fitted_policies)."""
+        from guard.judges.minilm import reader_training_policies
+
+        return [str(p) for p in reader_training_policies()]
 
     # ------------------------------------------------------------------ loading (lazy)
 
@@ -269,6 +284,9 @@ class OfflineJudge:
             below = thr - 1e-3
             sims = v @ p.action.T if len(p.action) else None
             repeat = np.zeros(len(v), bool)
+            forbid = allowed = None
+            if sims is not None and p.scope is None:
+                forbid, allowed = forbidden_and_allowed(p, v, sims.max(1))
             if sims is not None and p.scope is None:
                 # a segment that nearly repeats one of the section's own action examples (and is not nearer an
                 # allow example) falls under it, whatever the reader's smoother reading says
@@ -282,16 +300,25 @@ class OfflineJudge:
                 # closer to the section's own examples (its two nearest) than to ordinary requests; "explain
                 # how vaccines work" is near cbrn's topic but nearer still to everyday questions
                 near = np.sort(sims, 1)[:, -2:].mean(1) if self.evidence == "top2" else sims.max(1)
-                probs = np.where((near > bg) | (h >= self.refuse_at), probs, np.minimum(probs, below))
+                # and, for an operator's rule (one the harm prior does not speak for, so it cannot waive this
+                # either), nearer what the section forbids than what its own policy is for (the overview's
+                # items, the Allowed lists, the allow examples): "What's on my ballot?" is an election
+                # office's subject, not a breach of its non-partisan rule
+                operator = p.harm < 0.5 and p.policy_harm < 0.5
+                own = (forbid > allowed) if operator else np.ones(len(v), bool)
+                probs = np.where(((near > bg) | (h >= self.refuse_at)) & own, probs, np.minimum(probs, below))
             k = int(np.argmax(probs))
             prec = p.action_ids[int(np.argmax(sims[k]))] if sims is not None else None
             out.append(_Hit(s, float(probs[k]), thr, segs[k], prec, sims.max(1) if sims is not None else None,
-                            bool(repeat[k])))
+                            bool(repeat[k]), forbid, allowed, p.policy_harm >= 0.5))
         return out
 
     def _decide(self, case: Case, hits: list[_Hit], harm: float, harm_seg: Segment, refuse_at: float,
                 what: str, harm_k: int = 0, cite: list[_Hit] | None = None) -> Judgment:
         over = [h for h in hits if h.prob >= h.threshold]
+        # "stay on topic" forbids what no other section covers: a text another section reads as its own
+        # breach is on the policy's subject, and that section is the one to cite
+        over = [h for h in over if not is_scope_section(h.section)] or over
         where = _where(harm_seg)
         if over:
             # the best reading decides; where a clear match near it calls for a different decision, the
@@ -318,6 +345,15 @@ class OfflineJudge:
                          + f"; [{h.section.id}] calls for {decision.value}.")
             rewrite = h.section.safe_reply if decision is Decision.safe_complete else None
             return self._j(decision, (h.section.id,), (h.precedent,) if h.precedent else (), rationale, conf, rewrite)
+        sure = refuse_at + (1 - refuse_at) / 2  # past halfway to certainty the prior is not waived
+        if refuse_at <= harm < sure and what == "request" and _allowed_by_policy(hits, harm_k):
+            # the prior finds it harmful, but the text reads nearer what the spec says is allowed (an overview's
+            # items, the Allowed lists, allow examples) than anything a retrieved section forbids: the spec's
+            # own words outrank a classifier that never read them. Low confidence: a cascade escalates it.
+            conf = min(_conf(harm, refuse_at, False, 0.0) + 0.5, 0.7)
+            return self._j(Decision.allow, (), (), (
+                f"The {what} ({where}) looks harmful to the harm prior ({harm:.2f}) but reads closer to what the spec "
+                "says is allowed than to anything a retrieved section forbids; no section reads it as a breach."), conf)
         if harm >= refuse_at:
             pool = hits if cite is None else cite
             cands = [h for h in pool if h.section.decision is Decision.refuse] or pool
@@ -405,6 +441,18 @@ def _word_offsets(text: str):
     import bisect
 
     return lambda off: bisect.bisect_right(ends, off)
+
+
+def _allowed_by_policy(hits: list[_Hit], k: int) -> bool:
+    """Segment ``k`` reads nearer something an operator's policy says it is for (its overview's items,
+    its Allowed lists, its allow examples) than to anything a retrieved section forbids (its examples
+    and definition), harm sections included. Sections without examples and stay-on-topic ones say
+    nothing here; a spec of harm sections alone (the default) never waives the prior this way."""
+    read = [h for h in hits if h.forbid is not None and h.allowed is not None and k < len(h.forbid)]
+    ours = [h for h in read if not h.prior_speaks]  # an operator's policy, not the harm sections' look-alike lists
+    if not ours:
+        return False
+    return max(float(h.allowed[k]) for h in ours) > max(float(h.forbid[k]) for h in read)
 
 
 def _match(h: _Hit, k: int) -> float:
