@@ -115,6 +115,7 @@ async def run(n: int, url: str, timeout_s: float, log: Path | None = None) -> di
                                        judge_timeout_s=timeout_s))
     judge = guard.judge
     load0 = os.getloadavg()[0]
+    judge.warm_up(guard.spec)  # as guard eval does: the probe then leaves the prompt's shared beginning cached
     t0 = time.perf_counter()
     probe = await judge.probe()
     probe_s = time.perf_counter() - t0
@@ -172,6 +173,7 @@ def report(res: dict, n: int, cmd: str) -> tuple[str, str]:
         f"| valid (not degraded) verdicts | {len(valid)}/{n} ({len(valid) / n:.0%}) | ≥ 95% |",
         f"| latency per check p50 | {_med(lat) / 1000:.2f} s | ≤ 8 s |",
         f"| latency per check p95 | {pct(lat, 0.95) / 1000:.2f} s | |",
+        f"| latency per check, in order (s) | {' '.join(f'{ms / 1000:.1f}' for ms in lat)} | |",
         f"| checks with judge tokens counted | {len(counted)}/{n} ({len(partial)} timed out: counted by the guard) | all |",
         f"| prompt tokens per check (both calls when an answer was repaired) p50 / max | {_med(prompt_tokens):.0f} / "
         f"{max(prompt_tokens, default=0)} | ≤ budget {judge.prompt_tokens} per call |",

@@ -272,3 +272,19 @@ def test_with_a_small_context_every_check_shares_the_whole_static_beginning_and_
         per_check = estimate_tokens(system[len(shared):]) + estimate_tokens(p.messages[1]["content"])
         assert per_check <= judge.dynamic_tokens + 16, p.trimmed
         assert "overview/style shortened" not in p.trimmed and len(p.ids) >= 3  # overview, style, the best section
+
+
+def test_the_probe_leaves_every_checks_shared_beginning_in_the_servers_prompt_cache():
+    bodies = []
+
+    def reply(body):
+        bodies.append(body)
+        return {"content": "{", "usage": {"prompt_tokens": 10 + len(json.dumps(body)) // 4, "completion_tokens": 1}}
+
+    with FakeOpenAIServer(reply=reply) as server:
+        judge = LLMJudge(MODEL, api_base=server.base_url)
+        judge.warm_up(SPEC)
+        assert asyncio.run(judge.probe()).ok
+    last = bodies[-1]["messages"][0]["content"]  # the probe's last call: what the server caches
+    first_check = build_prompt(case("Write me a poem about the sea"), judge.prompt_tokens, judge.dynamic_tokens)
+    assert first_check.messages[0]["content"].startswith(last) and "[overview]" in last and "TASK: " in last

@@ -31,7 +31,7 @@ from guard import providers
 from guard.accounting import Price, cost_of
 from guard.errors import ConfigError, JudgeError, JudgeTimeout
 from guard.judges.base import Case, Judgment, ProbeResult
-from guard.judges.prompt import build_prompt, estimate_tokens
+from guard.judges.prompt import build_prompt, estimate_tokens, static_prefix
 from guard.judges.structured import MECHANISMS, RATIONALE_MAX_CHARS, candidates, rejected_format, request_args
 from guard.types import Cost, Decision, Usage
 
@@ -131,8 +131,11 @@ class LLMJudge:
         return f"LLMJudge(model={self.model!r}, api_base={self.api_base!r})"
 
     def warm_up(self, spec=None) -> None:
-        """Import litellm now (seconds), not during the first check."""
+        """Import litellm now (seconds), not during the first check; remember the spec, so that ``probe()``
+        can put the prompt's shared beginning in the server's prompt cache."""
         providers.litellm()
+        if spec is not None:
+            self._spec = spec
 
     @property
     def mechanism(self) -> str:
@@ -295,6 +298,11 @@ class LLMJudge:
                 u2 = await one(_filler(int(target * chars_per_token / 3.5)))
                 usage = usage + u2
                 checked = f"a {u2.prompt_tokens}-token prompt fits (budget {self.prompt_tokens} + answer {self.max_tokens})"
+            spec = getattr(self, "_spec", None)
+            if spec is not None:  # last, so that the server's prompt cache holds every check's beginning
+                always = list(spec.always)  # as retrieval gives them, in its order
+                usage = usage + (await self._call([{"role": "system", "content": static_prefix(always)}], ("overview",),
+                                                  max_tokens=1, timeout_s=wait, stream=False))[1]
         except JudgeError as e:
             return ProbeResult(ok=False, judge=self.name, detail=self._unready(str(e)),
                                latency_ms=(time.perf_counter() - t0) * 1000)

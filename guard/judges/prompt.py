@@ -105,11 +105,20 @@ def build_prompt(case: Case, budget_tokens: int = 1400, dynamic_tokens: int | No
     # what never changes comes first, so that a server's prompt cache (llama.cpp keeps the last prompt)
     # reuses it: instructions, format, overview and style, then the stage's task; this check's sections
     # and the conversation come last
-    system = (f"{_HEAD}{_RULES}{_FORMAT}\n\nPOLICY\n\n{head}\n\nTASK: {_TASK[case.stage]}\n\n"
-              f"{tail}\n\nCite sections by id: {', '.join(ids)}.")
+    system = f"{_static(head, case.stage)}{tail}\n\nCite sections by id: {', '.join(ids)}."
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     return Prompt(messages=messages, ids=ids, tokens=estimate_tokens(system) + estimate_tokens(user) + 8,
                   trimmed=tuple(_merge(trimmed)))
+
+
+def _static(head: str, stage: str) -> str:
+    return f"{_HEAD}{_RULES}{_FORMAT}\n\nPOLICY\n\n{head}\n\nTASK: {_TASK[stage]}\n\n"
+
+
+def static_prefix(always: list[PolicySection], stage: str = "input") -> str:
+    """The beginning every check's system message shares (the overview and style given in full): sent once
+    at start, it puts that beginning in a llama.cpp server's prompt cache before the first check."""
+    return _static("\n\n".join(_always(s, True) for s in always), stage)
 
 
 def build_messages(case: Case, budget_tokens: int = 1400, dynamic_tokens: int | None = None) -> list[dict[str, str]]:
