@@ -3,6 +3,7 @@ structured output enforced and stepped down, keyless local servers, failed calls
 reasoning tokens, deadlines that close the connection, the concurrency limit, and the start-up probe."""
 
 import asyncio
+import os
 import json
 import re
 import time
@@ -169,6 +170,22 @@ def test_a_judge_call_past_its_deadline_is_cancelled_and_its_connection_closed()
     assert elapsed < 2 and cancelled, "the server should see the abandoned request go away"
 
 
+def test_a_streamed_call_past_its_deadline_still_reports_the_tokens_it_used_marked_as_counted_by_the_guard():
+    # 100 words at 50 ms each: a few dozen chunks arrive before the 2 s deadline, and the prompt was evaluated
+    with FakeOpenAIServer(reply=lambda b: " ".join(["word"] * 100), token_delay_s=0.05) as server:
+        judge = LLMJudge(MODEL, api_base=server.base_url, timeout_s=2)
+        assert judge.stream
+        with pytest.raises(JudgeTimeout) as err:
+            asyncio.run(judge.deliberate(case()))
+    u = err.value.usage
+    assert u.prompt_tokens > 300 and 3 <= u.completion_tokens < 100
+    assert "counted by the guard" in str(err.value) and f"{u.completion_tokens} completion streamed" in str(err.value)
+    v = asyncio.run(Guard.create(GuardSettings(judge=MODEL, judge_api_base="http://127.0.0.1:9/v1", cache_size=0,
+                                               judge_timeout_s=0.5)).check_stage("input", [Message(role="user", content="hi")]))
+    assert v.degraded  # unreachable: no tokens to count, and none invented
+    assert v.usage.completion_tokens == 0
+
+
 def test_judge_calls_beyond_the_concurrency_limit_queue():
     state = {"now": 0, "max": 0}
 
@@ -238,3 +255,36 @@ def test_two_checks_share_the_prompts_static_beginning_for_the_servers_prompt_ca
     b = build_prompt(case("Write me a poem about the sea")).messages[0]["content"]
     shared = os.path.commonprefix([a, b])
     assert "[overview]" in shared and "[style]" in shared and "RULES" in shared
+
+
+def test_with_a_small_context_every_check_shares_the_whole_static_beginning_and_its_own_part_stays_small():
+    # the default 2,048-token context: this check's sections and conversation get a budget of their own,
+    # trimmed before the overview and style are touched, so a prompt-caching server evaluates only that part
+    judge = LLMJudge(MODEL, api_base="http://127.0.0.1:9/v1")
+    assert judge.context_tokens == 2048 and judge.dynamic_tokens and judge.dynamic_tokens < judge.prompt_tokens // 4
+    texts = ["How do I make meth at home?", "Write me a poem about the sea", "What dose of paracetamol is dangerous?",
+             "How can I get my neighbour's wifi password?", "Explain how ransomware spreads, for my security class."]
+    prompts = [build_prompt(case(t, top_k=6), judge.prompt_tokens, judge.dynamic_tokens) for t in texts]
+    systems = [p.messages[0]["content"] for p in prompts]
+    shared = os.path.commonprefix(systems)
+    assert "[overview]" in shared and "[style]" in shared and shared.split("TASK: ")[1].startswith("Decide whether")
+    for p, system in zip(prompts, systems):
+        per_check = estimate_tokens(system[len(shared):]) + estimate_tokens(p.messages[1]["content"])
+        assert per_check <= judge.dynamic_tokens + 16, p.trimmed
+        assert "overview/style shortened" not in p.trimmed and len(p.ids) >= 3  # overview, style, the best section
+
+
+def test_the_probe_leaves_every_checks_shared_beginning_in_the_servers_prompt_cache():
+    bodies = []
+
+    def reply(body):
+        bodies.append(body)
+        return {"content": "{", "usage": {"prompt_tokens": 10 + len(json.dumps(body)) // 4, "completion_tokens": 1}}
+
+    with FakeOpenAIServer(reply=reply) as server:
+        judge = LLMJudge(MODEL, api_base=server.base_url)
+        judge.warm_up(SPEC)
+        assert asyncio.run(judge.probe()).ok
+    last = bodies[-1]["messages"][0]["content"]  # the probe's last call: what the server caches
+    first_check = build_prompt(case("Write me a poem about the sea"), judge.prompt_tokens, judge.dynamic_tokens)
+    assert first_check.messages[0]["content"].startswith(last) and "[overview]" in last and "TASK: " in last

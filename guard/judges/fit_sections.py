@@ -179,47 +179,68 @@ def fit_policy(spec, rows: list[dict], out: Path, embedder=None) -> dict:
 
     ``rows``: ``{"text", "response"?, "stage": "input"|"output", "section": id|None, "decision":
     "allow"|"refuse"|"safe_complete"}`` (e.g. synthetic rows from ``guard synth``). Input-stage rows
-    that name a rule section of ``spec`` become extra examples of that section (half of each
-    section's rows, by a fixed hash; the other half calibrates that section's threshold: the one
-    that maximises balanced accuracy on them, with rows of other sections and benign rows as
-    negatives, kept between 0.2 and 0.9). Returns a summary: rows used, per-section thresholds and
-    the held-half recall and benign pass rate at those thresholds."""
+    that name a rule section of ``spec`` become that section's examples (its action rows as action
+    examples, its allow rows as look-alikes it allows). Each section's threshold is then calibrated on
+    the same rows, each of the section's own rows scored with itself left out (as the reader was
+    fitted): the threshold that maximises balanced accuracy (the section's action rows against every
+    other row), **never above the stock threshold** (the section's threshold without the fitted
+    examples, or with them, whichever is lower). Fitting adds what the rows teach and never raises a
+    bar. Returns a summary: rows used, per-section thresholds (stock and fitted), and recall and pass
+    rate at both (the fitted ones left-one-out).
+    """
     from guard.embedding import shared_embedder
-    from guard.judges.minilm import SectionReader
+    from guard.judges.minilm import HarmModels, SectionReader
 
     emb = embedder or shared_embedder()
     reader = SectionReader()
+    harm = HarmModels().input.prob
     rules = {s.id: s for s in spec.rules}
     usable = [r for r in rows if r.get("stage", "input") == "input" and (r.get("text") or "").strip()]
-    fit_half = lambda r: hashlib.sha256(r["text"].encode()).digest()[0] < 128  # noqa: E731
     examples: dict[str, list[dict]] = {}
     for r in usable:
-        sid = r.get("section")
-        if sid in rules and fit_half(r):
-            examples.setdefault(sid, []).append({"decision": r.get("decision", "refuse"), "text": r["text"]})
+        if r.get("section") in rules:
+            examples.setdefault(r["section"], []).append({"decision": r.get("decision", "refuse"), "text": r["text"]})
     extra = {sid: [(x["decision"], x["text"]) for x in xs] for sid, xs in examples.items()}
-    from guard.judges.minilm import HarmModels
-
-    harm = HarmModels().input.prob
+    stock = SectionIndex(spec, emb.embed, None, reader.background, harm)
     idx = SectionIndex(spec, emb.embed, extra, reader.background, harm)
-    held = [r for r in usable if not fit_half(r)]
-    v = emb.embed([r["text"] for r in held]) if held else np.zeros((0, 384), np.float32)
+    v = emb.embed([r["text"] for r in usable]) if usable else np.zeros((0, 384), np.float32)
+    hv = harm(v) if len(v) else np.zeros(0)
     thresholds, report = {}, {}
     for sid, p in idx.protos.items():
         s = p.section
-        if s.decision in (None, Decision.allow) or not len(v):
+        if s.decision in (None, Decision.allow) or not len(v) or sid not in examples:
             continue
-        probs, default = reader.score(p, v, harm(v))
-        y = np.array([int(r.get("section") == sid and r.get("decision", "refuse") != "allow") for r in held], float)
-        if y.sum() < 2 or (1 - y).sum() < 2:
+        bound = min(reader.calibrate(stock.protos[sid], harm), reader.calibrate(p, harm))
+        own = np.array([r.get("section") == sid for r in usable])
+        # a row of this section is scored without itself among the examples (left out, as the reader was fitted)
+        probs = np.array([reader.score(_loo(p, v[i]) if own[i] else p, v[i:i + 1], hv[i:i + 1])[0][0]
+                          for i in range(len(usable))])
+        stock_probs, _ = reader.score(stock.protos[sid], v, hv)
+        y = np.array([int(own[i] and r.get("decision", "refuse") != "allow") for i, r in enumerate(usable)], float)
+        if y.sum() < 1 or (1 - y).sum() < 1:
             continue
-        thr, _ = _threshold(probs, y, np.ones(len(y)))
-        thr = float(min(max(thr, 0.2), 0.9))
+        thr = _calibrated(probs, y, bound)
         thresholds[sid] = thr
-        report[sid] = {"held_rows": int(y.sum()), "recall": round(float((probs[y == 1] >= thr).mean()), 3),
-                       "others_passed": round(float((probs[y == 0] < thr).mean()), 3), "default_threshold": default}
+        report[sid] = {"rows": int(len(y)), "action_rows": int(y.sum()), "stock_threshold": round(bound, 3),
+                       "threshold": thr,
+                       "recall": {"stock": round(float((stock_probs[y == 1] >= bound).mean()), 3),
+                                  "fitted_left_out": round(float((probs[y == 1] >= thr).mean()), 3)},
+                       "others_passed": {"stock": round(float((stock_probs[y == 0] < bound).mean()), 3),
+                                         "fitted_left_out": round(float((probs[y == 0] < thr).mean()), 3)}}
     d = {"spec_version": spec.version, "examples": examples, "thresholds": thresholds, "report": report,
-         "rows": {"given": len(rows), "used_input": len(usable), "as_examples": sum(map(len, examples.values())),
-                  "held_for_thresholds": len(held)}}
+         "rows": {"given": len(rows), "used_input": len(usable), "as_examples": sum(map(len, examples.values()))}}
     Path(out).write_text(json.dumps(d, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return {k: d[k] for k in ("spec_version", "thresholds", "report", "rows")}
+
+
+def _calibrated(p: np.ndarray, y: np.ndarray, bound: float) -> float:
+    """The threshold at or below ``bound`` that maximises balanced accuracy on (p, y); among equals the
+    highest (the least change from the stock judge)."""
+    best, thr = -1.0, bound
+    for t in sorted({round(bound, 3)} | {round(float(t), 3) for t in np.linspace(0.05, 0.95, 91) if t < bound},
+                    reverse=True):
+        tpr = float((p[y == 1] >= t).mean()) if (y == 1).any() else 1.0
+        tnr = float((p[y == 0] < t).mean()) if (y == 0).any() else 1.0
+        if (tpr + tnr) / 2 > best + 1e-9:
+            best, thr = (tpr + tnr) / 2, t
+    return float(thr)

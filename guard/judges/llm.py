@@ -31,7 +31,7 @@ from guard import providers
 from guard.accounting import Price, cost_of
 from guard.errors import ConfigError, JudgeError, JudgeTimeout
 from guard.judges.base import Case, Judgment, ProbeResult
-from guard.judges.prompt import build_prompt, estimate_tokens
+from guard.judges.prompt import build_prompt, estimate_tokens, static_prefix
 from guard.judges.structured import MECHANISMS, RATIONALE_MAX_CHARS, candidates, rejected_format, request_args
 from guard.types import Cost, Decision, Usage
 
@@ -95,15 +95,20 @@ def reasoning_args(model: str, api_base: str | None, effort: str | None) -> dict
 class LLMJudge:
     def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
                  timeout_s: float = 20.0, max_tokens: int | None = None, context_tokens: int | None = None,
-                 prompt_tokens: int | None = None, reasoning_effort: str | None = None, price: Price | None = None,
+                 prompt_tokens: int | None = None, dynamic_tokens: int | None = None,
+                 reasoning_effort: str | None = None, price: Price | None = None,
                  structured_output: str = "auto", concurrency: int = 4, stream: bool | None = None,
                  json_mode: bool = True):
         self.model, self.api_base, self.api_key = model, api_base, api_key
         self.timeout_s, self.reasoning_effort, self.price = timeout_s, reasoning_effort, price
         self.context_tokens = context_tokens or providers.known_context_tokens(model) or DEFAULT_CONTEXT_TOKENS
-        self.max_tokens = max_tokens or (512 if self.context_tokens < 16_000 else 4096)
+        # the answer's cap: a grammar-bound verdict is about 50 tokens; a reasoning model needs room to think
+        self.max_tokens = max_tokens or (256 if self.context_tokens <= 4096 else 512 if self.context_tokens < 16_000 else 4096)
         room = self.context_tokens - self.max_tokens - max(64, self.context_tokens // 20)
         self.prompt_tokens = prompt_tokens or min(room, 6000)
+        # a small context means a small local model, where every prompt token not in the server's prompt
+        # cache costs time: this check's sections and conversation get a smaller budget of their own
+        self.dynamic_tokens = dynamic_tokens or (max(250, self.prompt_tokens // 6) if self.context_tokens <= 4096 else None)
         if self.prompt_tokens < 400 or self.prompt_tokens > room:
             raise ConfigError(
                 f"judge {model}: a context of {self.context_tokens} tokens leaves {room} for the prompt after "
@@ -126,8 +131,11 @@ class LLMJudge:
         return f"LLMJudge(model={self.model!r}, api_base={self.api_base!r})"
 
     def warm_up(self, spec=None) -> None:
-        """Import litellm now (seconds), not during the first check."""
+        """Import litellm now (seconds), not during the first check; remember the spec, so that ``probe()``
+        can put the prompt's shared beginning in the server's prompt cache."""
         providers.litellm()
+        if spec is not None:
+            self._spec = spec
 
     @property
     def mechanism(self) -> str:
@@ -136,7 +144,7 @@ class LLMJudge:
     # ------------------------------------------------------------------ judging
 
     async def deliberate(self, case: Case) -> Judgment:
-        prompt = build_prompt(case, self.prompt_tokens)
+        prompt = build_prompt(case, self.prompt_tokens, self.dynamic_tokens)
         allowed = set(prompt.ids)
         messages = prompt.messages
         usage, cost = Usage(), Cost(usd=0.0)
@@ -144,7 +152,8 @@ class LLMJudge:
             try:
                 text, u, c = await self._call(messages, prompt.ids)
             except JudgeError as e:
-                e.usage, e.cost = usage, cost  # what the earlier attempt of this check spent
+                # what this call spent (a timed-out call's count) and what the earlier attempt of this check spent
+                e.usage, e.cost = usage + (e.usage or Usage()), Cost.add(cost, e.cost or Cost(usd=0.0))
                 raise
             usage, cost = usage + u, Cost.add(cost, c)
             try:
@@ -177,15 +186,31 @@ class LLMJudge:
         if "litellm" not in sys.modules:  # the first import takes seconds: not on the loop, not on the deadline
             await asyncio.to_thread(providers.litellm)
         deadline = timeout_s or self.timeout_s
+        progress = _Progress()
         try:
             async with asyncio.timeout(deadline):
                 async with self._slot():
+                    progress.sent = True
                     return await self._complete(messages, ids, max_tokens or self.max_tokens, deadline,
-                                                self.stream if stream is None else stream)
+                                                self.stream if stream is None else stream, progress)
         except TimeoutError:
-            raise JudgeTimeout(f"judge {self.model} timed out after {deadline:g}s") from None
+            raise self._timed_out(deadline, messages, progress) from None
 
-    async def _complete(self, messages, ids, max_tokens: int, deadline: float, stream: bool) -> tuple[str, Usage, Cost]:
+    def _timed_out(self, deadline: float, messages: list[dict[str, str]], progress: _Progress) -> JudgeTimeout:
+        """A timeout that still reports what the abandoned call spent: the prompt's tokens by litellm's
+        tokenizer (the server evaluated it, or was evaluating it) and the completion tokens streamed so far
+        (one chunk each), marked in the reason as counted by the guard, not reported by the server."""
+        if not progress.sent:  # still queued for a slot: nothing reached the server
+            return JudgeTimeout(f"judge {self.model} timed out after {deadline:g}s (queued; no tokens spent)",
+                                usage=Usage(), cost=Cost(usd=0.0))
+        usage = Usage(prompt_tokens=_count_tokens(self.model, messages), completion_tokens=progress.chunks)
+        cost = self.price.cost(usage) if self.price else cost_of(self.model, usage)
+        return JudgeTimeout(f"judge {self.model} timed out after {deadline:g}s (tokens counted by the guard: "
+                            f"{usage.prompt_tokens} prompt by tokenizer, {usage.completion_tokens} completion "
+                            f"streamed before the deadline)", usage=usage, cost=cost)
+
+    async def _complete(self, messages, ids, max_tokens: int, deadline: float, stream: bool,
+                        progress: _Progress | None = None) -> tuple[str, Usage, Cost]:
         litellm = providers.litellm()
         while True:
             kwargs = providers.call_args(
@@ -193,9 +218,9 @@ class LLMJudge:
                 messages=messages, max_tokens=max_tokens, temperature=0, drop_params=True,
                 **request_args(self.mechanism, ids), **reasoning_args(self.model, self.api_base, self.reasoning_effort))
             try:
-                resp = await (self._streamed(litellm, kwargs) if stream else litellm.acompletion(**kwargs))
+                resp = await (self._streamed(litellm, kwargs, progress) if stream else litellm.acompletion(**kwargs))
             except litellm.exceptions.Timeout:
-                raise JudgeTimeout(f"judge {self.model} timed out after {deadline:g}s") from None
+                raise self._timed_out(deadline, messages, progress or _Progress(sent=True)) from None
             except litellm.exceptions.ContextWindowExceededError:
                 raise JudgeError(self._context_message()) from None
             except Exception as e:  # litellm's provider errors share no narrower base; keep the type, drop the body
@@ -209,7 +234,7 @@ class LLMJudge:
             return self._read(resp)
 
     @staticmethod
-    async def _streamed(litellm, kwargs: dict[str, Any]):
+    async def _streamed(litellm, kwargs: dict[str, Any], progress: _Progress | None = None):
         """A streamed call assembled into one response; on cancellation the stream is closed, and with it
         the connection. Usage comes from the server when it reports it in the stream, else from
         litellm's count (completion tokens by chunk, prompt tokens by its tokenizer)."""
@@ -218,6 +243,8 @@ class LLMJudge:
         try:
             async for chunk in stream:
                 chunks.append(chunk)
+                if progress is not None and chunk.choices and getattr(chunk.choices[0].delta, "content", None):
+                    progress.chunks += 1
         finally:
             await stream.aclose()
         resp = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
@@ -271,6 +298,11 @@ class LLMJudge:
                 u2 = await one(_filler(int(target * chars_per_token / 3.5)))
                 usage = usage + u2
                 checked = f"a {u2.prompt_tokens}-token prompt fits (budget {self.prompt_tokens} + answer {self.max_tokens})"
+            spec = getattr(self, "_spec", None)
+            if spec is not None:  # last, so that the server's prompt cache holds every check's beginning
+                always = list(spec.always)  # as retrieval gives them, in its order
+                usage = usage + (await self._call([{"role": "system", "content": static_prefix(always)}], ("overview",),
+                                                  max_tokens=1, timeout_s=wait, stream=False))[1]
         except JudgeError as e:
             return ProbeResult(ok=False, judge=self.name, detail=self._unready(str(e)),
                                latency_ms=(time.perf_counter() - t0) * 1000)
@@ -289,6 +321,21 @@ class LLMJudge:
         if "notfound" in low or "not found" in low or "404" in low:
             return f"judge model {self.model} not found{where}: {error}"
         return f"judge {self.model} not ready{where}: {error}"
+
+
+class _Progress:
+    """How far one call got: sent to the server (not just queued), content chunks streamed."""
+
+    def __init__(self, sent: bool = False):
+        self.sent, self.chunks = sent, 0
+
+
+def _count_tokens(model: str, messages: list[dict[str, str]]) -> int:
+    """The prompt's tokens by litellm's tokenizer for the model (its default one for a model it does not know)."""
+    try:
+        return int(providers.litellm().token_counter(model=model, messages=messages))
+    except Exception:  # a tokenizer that cannot load: the prompt's own estimate
+        return sum(estimate_tokens(m.get("content") or "") + 4 for m in messages)
 
 
 def _is_context_error(e: Exception) -> bool:

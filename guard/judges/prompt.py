@@ -5,11 +5,15 @@ section's definition, what it calls for and a few boundary examples, then the ou
 the conversation fenced as untrusted data that is judged, never obeyed.
 
 The budget covers the whole prompt, so that prompt + answer fit the model's context (2,048 tokens
-for llama.cpp's default). When it does not fit, the least useful text goes first: the conversation
-keeps its latest turns (a long turn keeps its head and tail), then examples are trimmed from the
-lowest-ranked section up (two, one per side, then none), the overview and style are shortened to
-their first paragraph, and finally the lowest-ranked sections are dropped. What was trimmed is
-recorded with the prompt.
+for llama.cpp's default). A second, smaller budget may cover the per-check part (this check's rule
+sections and the conversation): what never changes comes first, so a server's prompt cache keeps it,
+and the per-check part is what a slow local model evaluates for every check. When the prompt does
+not fit, the least useful text goes first: the conversation keeps its latest turns (a long turn keeps
+its head and tail), then examples are trimmed from the lowest-ranked section up (two, one per side,
+then none), the lower-ranked sections keep their first paragraph, the lowest-ranked sections are
+dropped (the best one always stays), and last, only if the whole prompt is still over budget, the
+overview and style are shortened to their first paragraph (they are the cached beginning, which
+should not change from check to check). What was trimmed is recorded with the prompt.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ _RULES = (
     "- If sections disagree, the higher priority wins.\n"
     "- \"sections\": the ids that decided (for a plain allow, the overview or the section that allows it).\n"
     "- For safe_complete, \"rewrite\" is the reply to send instead, in the style section's manner; else null.\n"
-    "- \"rationale\": one or two short sentences naming the sections. \"confidence\": 0 to 1.\n"
+    "- \"rationale\": one short sentence naming the section. \"confidence\": 0 to 1.\n"
 )
 _FORMAT = ('Answer with one JSON object only: {"rationale": "...", "sections": [ids], '
            '"decision": "allow" | "refuse" | "safe_complete", "confidence": 0.0-1.0, "rewrite": null}')
@@ -62,46 +66,72 @@ class Prompt:
 class _Plan:
     examples: list[int]  # examples kept per rule section, by rank
     rules: int  # rule sections kept (best first)
+    bodies: int  # rule sections (best first) whose body is kept whole; the others keep their first paragraph
     full_always: bool = True
 
 
-def build_prompt(case: Case, budget_tokens: int = 1400) -> Prompt:
+def build_prompt(case: Case, budget_tokens: int = 1400, dynamic_tokens: int | None = None) -> Prompt:
+    """The judge's messages within ``budget_tokens``; the per-check part (this check's rule sections, the
+    id list and the conversation) also within ``dynamic_tokens`` when given. That part is what a server
+    with a prompt cache evaluates anew for every check (the static beginning is cached), so on a slow
+    local model it is what sets the latency (docs/judges.md)."""
     fence = f"DATA-{secrets.token_hex(4)}"  # a fresh boundary per call: untrusted text cannot close it
     rules = list(case.retrieval.rules)
     always = list(case.retrieval.always)
     fixed = estimate_tokens(_HEAD + _RULES + _FORMAT + _TASK[case.stage]) + 40
-    convo_budget = max(MIN_CONVERSATION_TOKENS, (budget_tokens - fixed) // 3)
+    dynamic = min(dynamic_tokens or budget_tokens, budget_tokens - fixed)
+    convo_budget = max(MIN_CONVERSATION_TOKENS, min(budget_tokens - fixed, dynamic * 3 // 2) // 3)
     user, convo_trimmed = _conversation(case, fence, convo_budget)
     left = budget_tokens - fixed - estimate_tokens(user)
+    rules_left = dynamic - estimate_tokens(user) - 12  # the id list
 
-    plan = _Plan(examples=[len(_examples(s, case.stage)) for s in rules], rules=len(rules))
+    plan = _Plan(examples=[len(_examples(s, case.stage)) for s in rules], rules=len(rules), bodies=len(rules))
     trimmed: list[str] = list(convo_trimmed)
-    policy = _policy(always, rules, plan, case.stage)
-    for step in _steps(plan, rules):
-        if estimate_tokens(policy) <= left:
+
+    def whole_fits() -> bool:
+        head, tail = _policy(always, rules, plan, case.stage)
+        return estimate_tokens(head) + estimate_tokens(tail) <= left
+
+    def fits() -> bool:
+        return whole_fits() and estimate_tokens(_policy(always, rules, plan, case.stage)[1]) <= rules_left
+
+    for step in _steps(plan, rules, whole_fits):
+        if fits():
             break
         trimmed.append(step())
-        policy = _policy(always, rules, plan, case.stage)
+    head, tail = _policy(always, rules, plan, case.stage)
     kept = always + rules[: plan.rules]
     ids = tuple(s.id for s in kept)
     # what never changes comes first, so that a server's prompt cache (llama.cpp keeps the last prompt)
-    # reuses it: instructions, format, overview and style; then this check's task and sections
-    system = (f"{_HEAD}{_RULES}{_FORMAT}\n\nPOLICY\n\n{policy}\n\nTASK: {_TASK[case.stage]}\n"
-              f"Cite sections by id: {', '.join(ids)}.")
+    # reuses it: instructions, format, overview and style, then the stage's task; this check's sections
+    # and the conversation come last
+    system = f"{_static(head, case.stage)}{tail}\n\nCite sections by id: {', '.join(ids)}."
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     return Prompt(messages=messages, ids=ids, tokens=estimate_tokens(system) + estimate_tokens(user) + 8,
                   trimmed=tuple(_merge(trimmed)))
 
 
-def build_messages(case: Case, budget_tokens: int = 1400) -> list[dict[str, str]]:
-    return build_prompt(case, budget_tokens).messages
+def _static(head: str, stage: str) -> str:
+    return f"{_HEAD}{_RULES}{_FORMAT}\n\nPOLICY\n\n{head}\n\nTASK: {_TASK[stage]}\n\n"
+
+
+def static_prefix(always: list[PolicySection], stage: str = "input") -> str:
+    """The beginning every check's system message shares (the overview and style given in full): sent once
+    at start, it puts that beginning in a llama.cpp server's prompt cache before the first check."""
+    return _static("\n\n".join(_always(s, True) for s in always), stage)
+
+
+def build_messages(case: Case, budget_tokens: int = 1400, dynamic_tokens: int | None = None) -> list[dict[str, str]]:
+    return build_prompt(case, budget_tokens, dynamic_tokens).messages
 
 
 # ------------------------------------------------------------------ the policy part
 
 
-def _steps(plan: _Plan, rules: list[PolicySection]):
-    """Trimming steps, least useful text first; each mutates the plan and names what it cut."""
+def _steps(plan: _Plan, rules: list[PolicySection], whole_fits):
+    """Trimming steps, least useful text first; each mutates the plan and names what it cut. The overview
+    and style come last, and only when the whole prompt is over budget (not just this check's part): they
+    are the cached beginning, which should not change from check to check."""
     for cap in (2, 0):
         for i in reversed(range(len(rules))):
             if plan.examples[i] > cap:
@@ -110,21 +140,29 @@ def _steps(plan: _Plan, rules: list[PolicySection]):
                     return "examples"
                 yield cut
 
-    def shorten():
-        plan.full_always = False
-        return "overview/style shortened"
-    yield shorten
+    while plan.bodies > 1:
+        def first_paragraph():
+            plan.bodies -= 1
+            return "section bodies shortened"
+        yield first_paragraph
     while plan.rules > 1:
         def drop():
             plan.rules -= 1
             return f"section {rules[plan.rules].id}"
         yield drop
 
+    def shorten():
+        plan.full_always = False
+        return "overview/style shortened"
+    if not whole_fits():
+        yield shorten
 
-def _policy(always: list[PolicySection], rules: list[PolicySection], plan: _Plan, stage: str) -> str:
-    parts = [_always(s, plan.full_always) for s in always]
-    parts += [_rule(s, plan.examples[i], stage) for i, s in enumerate(rules[: plan.rules])]
-    return "\n\n".join(p for p in parts if p)
+
+def _policy(always: list[PolicySection], rules: list[PolicySection], plan: _Plan, stage: str) -> tuple[str, str]:
+    """The policy text in two parts: what every check shares (overview, style) and this check's rule sections."""
+    head = "\n\n".join(p for p in (_always(s, plan.full_always) for s in always) if p)
+    tail = "\n\n".join(_rule(s, plan.examples[i], stage, full=i < plan.bodies) for i, s in enumerate(rules[: plan.rules]))
+    return head, tail
 
 
 def _always(s: PolicySection, full: bool) -> str:
@@ -132,12 +170,12 @@ def _always(s: PolicySection, full: bool) -> str:
     return f"## [{s.id}] {s.title}\n{body}"
 
 
-def _rule(s: PolicySection, n_examples: int, stage: str) -> str:
+def _rule(s: PolicySection, n_examples: int, stage: str, full: bool = True) -> str:
     head = f"## [{s.id}] {s.title} (decision if it applies: {s.decision.value if s.decision else 'allow'}; priority {s.priority})"
-    out = [head, s.body.strip()]
-    if s.precedence:
+    out = [head, s.body.strip() if full else s.body.strip().split("\n\n")[0]]
+    if s.precedence and full:
         out.append("Precedence: " + s.precedence.strip())
-    if s.safe_completion:
+    if s.safe_completion and full:
         out.append("Safe completion: " + s.safe_completion.strip())
     examples = _pick(_examples(s, stage), n_examples)
     if examples:

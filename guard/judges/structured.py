@@ -22,7 +22,8 @@ from guard.providers import provider_of
 Mechanism = Literal["json_schema", "json_object_schema", "guided_json", "json_object", "prompt"]
 MECHANISMS: tuple[str, ...] = ("json_schema", "json_object_schema", "guided_json", "json_object", "prompt")
 
-RATIONALE_MAX_CHARS = 200  # rationales stay short: a grammar caps them, the parser cuts the rest
+RATIONALE_MAX_CHARS = 200  # rationales stay short: the parser cuts longer ones
+GRAMMAR_RATIONALE_CHARS = 100  # one sentence: where a grammar enforces it, every character is a generated token
 
 
 def candidates(model: str, api_base: str | None, supports_schema: bool | None = None) -> list[str]:
@@ -43,23 +44,31 @@ def answer_schema(ids: tuple[str, ...] | list[str], *, strict: bool) -> dict[str
     """The verdict's JSON schema; cited sections are limited to the ids the judge was shown.
 
     Strict json_schema (OpenAI's subset) needs every property required and no extra keys; a grammar
-    (llama.cpp) may also cap lengths and require a citation, which keeps small models short and valid.
+    (llama.cpp) may also cap the rationale at one sentence, require one or two citations, enumerate the
+    confidence in tenths and leave
+    ``rewrite`` optional (the section's safe reply stands in), which keeps small models short and valid:
+    on a CPU every generated token, forced ones included, costs a forward pass.
     Rationale comes first so that a model without a separate reasoning channel thinks before deciding."""
     sections: dict[str, Any] = {"type": "array", "items": {"type": "string", "enum": list(ids)}}
     rationale: dict[str, Any] = {"type": "string"}
+    confidence: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
+    required = ["rationale", "sections", "decision", "confidence", "rewrite"]
     if not strict:
-        sections.update(minItems=1, maxItems=3)
-        rationale["maxLength"] = RATIONALE_MAX_CHARS
+        sections.update(minItems=1, maxItems=2)
+        rationale["maxLength"] = GRAMMAR_RATIONALE_CHARS
+        required.remove("rewrite")
+        # llama.cpp's grammars ignore minimum/maximum (a small model then writes 5 or 90): tenths, enumerated
+        confidence = {"type": "number", "enum": [round(i / 10, 1) for i in range(11)]}
     return {
         "type": "object",
         "properties": {
             "rationale": rationale,
             "sections": sections,
             "decision": {"type": "string", "enum": ["allow", "refuse", "safe_complete"]},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "confidence": confidence,
             "rewrite": {"type": ["string", "null"]},
         },
-        "required": ["rationale", "sections", "decision", "confidence", "rewrite"],
+        "required": required,
         "additionalProperties": False,
     }
 

@@ -2,7 +2,9 @@
 
     with FakeOpenAIServer(reply=SynthModel(disagree_every=5)) as server: ...
 
-As the generator it writes variations of the section's own boundary examples (the side asked for);
+As the generator it writes variations of the section's own boundary examples (the side asked for),
+or, given ``cases`` ({section id: [(decision, text), ...]}), those texts first: cases a real generator
+might write that the section's examples do not already contain;
 as the judge it labels each case with the side it was written for, citing the section, except every
 ``disagree_every``-th case, which it labels the other way (so that filtering shows). Deterministic.
 """
@@ -23,8 +25,9 @@ _TEMPLATES = ("{x}", "Quick question: {x}", "{x} Thanks in advance!", "hey, {xl}
 
 
 class SynthModel:
-    def __init__(self, disagree_every: int = 0):
+    def __init__(self, disagree_every: int = 0, cases: dict[str, list[tuple[str, str]]] | None = None):
         self.disagree_every = disagree_every
+        self.cases = cases or {}
         self.written: dict[str, tuple[str, str]] = {}  # case text -> (section id, decision it was written for)
         self.judged = 0
 
@@ -41,7 +44,8 @@ class SynthModel:
         n = int(_N.search(prompt).group(1))
         acts = "the right decision is 'allow'" not in prompt
         examples = [(m.group("decision"), m.group("text")) for m in _EXAMPLE.finditer(prompt) if "=>" not in m.group("text")]
-        side = [(d, t) for d, t in examples if (d != "allow") == acts] or [("refuse" if acts else "allow", "an example")]
+        given = [(d, t) for d, t in self.cases.get(section, []) if (d != "allow") == acts]
+        side = given or [(d, t) for d, t in examples if (d != "allow") == acts] or [("refuse" if acts else "allow", "an example")]
         cases = []
         for i in range(n):
             decision, text = side[i % len(side)]
