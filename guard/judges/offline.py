@@ -36,6 +36,7 @@ thresholds. Deterministic: fixed weights, one ONNX session, no sampling.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import math
 import re
@@ -438,8 +439,6 @@ def draft_views(draft: str, words: int, stride: int, cap: int) -> list[tuple[Seg
 def _word_offsets(text: str):
     """A function: character offset -> number of words before it."""
     ends = [m.end() for m in re.finditer(r"\S+", text)]
-    import bisect
-
     return lambda off: bisect.bisect_right(ends, off)
 
 
