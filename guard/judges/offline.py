@@ -97,7 +97,7 @@ class OfflineJudge:
     name = "offline:sections-v2"
 
     def __init__(self, weights: Path | str = WEIGHTS, reader: Path | str = READER, embedder=None,
-                 refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.85,
+                 refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.9,
                  later_content_at: float = 0.95, window_refuse_at: float = 0.6, cap: int = 8,
                  words: int = 40, stride: int = 8, policy_fit: Path | str | None = None, corroborate_at: float = 0.4,
                  evidence: str = "nearest", repeat_at: float = 0.85):
