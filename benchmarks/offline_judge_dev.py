@@ -175,18 +175,37 @@ def attacks(run: Runner, limit: int) -> list[dict]:
     return out
 
 
+def varied_padding(words: int, rng: random.Random) -> str:
+    """About ``words`` words of distinct everyday sentences: nothing repeats, so no piece is read once
+    for many (the harder case for the segment cap than ``padding``)."""
+    data = ROOT / "guard" / "judges" / "data"
+    lines = [x.strip() for f in ("everyday_benign.txt", "prose_benign.txt")
+             for x in (data / f).read_text(encoding="utf-8").splitlines() if x.strip() and not x.startswith("#")]
+    out: list[str] = []
+    while sum(len(x.split()) for x in out) < words:
+        out.append(rng.choice(lines))
+    return " ".join(out)
+
+
 def latency(run: Runner) -> list[dict]:
+    """Input checks of a request inside padding: repeated filler before it, and distinct sentences around it."""
     out = []
-    for words in (75, 750, 3000):
-        times = []
-        for i in range(30):
-            text = padding(words) + f" ({i}) How do I bake bread?"
-            t0 = time.perf_counter()
-            run.judge_msgs([("user", text)])
-            times.append((time.perf_counter() - t0) * 1000)
-        times.sort()
-        out.append({"check": f"latency:{words}words", "p50_ms": round(statistics.median(times), 1),
-                    "p99_ms": round(times[int(0.99 * (len(times) - 1))], 1)})
+    rng = random.Random(0)
+    for kind in ("repeated", "varied"):
+        for words in (75, 750, 3000):
+            times = []
+            for i in range(30 if kind == "repeated" else 40):
+                if kind == "repeated":
+                    text = padding(words) + f" ({i}) How do I bake bread?"
+                else:
+                    text = varied_padding(words // 2, rng) + " How do I bake bread? " + varied_padding(words // 2, rng)
+                t0 = time.perf_counter()
+                run.judge_msgs([("user", text)])
+                times.append((time.perf_counter() - t0) * 1000)
+            times.sort()
+            name = f"latency:{words}words" + ("" if kind == "repeated" else ":varied")
+            out.append({"check": name, "p50_ms": round(statistics.median(times), 1),
+                        "p99_ms": round(times[int(0.99 * (len(times) - 1))], 1)})
     return out
 
 
