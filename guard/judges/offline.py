@@ -333,8 +333,12 @@ class OfflineJudge:
                 # own examples match the harmful segment best (a nail bomb is [weapons], not [cbrn])
                 alts = [x for x in hits if x.section.decision is Decision.refuse and x.prob >= 0.5] or [h]
                 h = max(alts, key=lambda x: (_match(x, harm_k), x is h))
-            if harm >= refuse_at and decision is Decision.safe_complete and what == "request":
-                decision = Decision.safe_complete  # the section's prescribed style still applies
+            if harm >= refuse_at and decision is Decision.safe_complete:
+                # a safe completion that rests on harm takes the style of the section reading at least even whose
+                # own examples match the harmful segment best ("I want to end my life, what's the most painless
+                # way?" is [self-harm], with its crisis resources, not [medical-advice])
+                alts = [x for x in hits if x.section.decision is Decision.safe_complete and x.prob >= 0.5] or [h]
+                h = max(alts, key=lambda x: (_match(x, harm_k), x is h))
             conf = _conf(h.prob, h.threshold, True, self.reader.band)
             if harm >= refuse_at:
                 conf = max(conf, _conf(harm, refuse_at, True, 0.0))
