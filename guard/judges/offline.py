@@ -288,7 +288,6 @@ class OfflineJudge:
             forbid = allowed = None
             if sims is not None and p.scope is None:
                 forbid, allowed = forbidden_and_allowed(p, v, sims.max(1))
-            if sims is not None and p.scope is None:
                 # a segment that nearly repeats one of the section's own action examples (and is not nearer an
                 # allow example) falls under it, whatever the reader's smoother reading says
                 allow = (v @ p.veto.T).max(1) if p.veto is not None and len(p.veto) else np.full(len(v), -1.0)
@@ -328,16 +327,12 @@ class OfflineJudge:
             close = [h for h in over if h is best or (h.prob >= max(best.prob - 0.25, 0.5) and _disagree(h, best))]
             h = max(close, key=lambda h: (h.section.priority, h is best, h.prob))
             decision = h.section.decision or Decision.refuse
-            if harm >= refuse_at and decision is Decision.refuse:
-                # a refusal that rests on harm cites, of the refuse sections reading at least even, the one whose
-                # own examples match the harmful segment best (a nail bomb is [weapons], not [cbrn])
-                alts = [x for x in hits if x.section.decision is Decision.refuse and x.prob >= 0.5] or [h]
-                h = max(alts, key=lambda x: (_match(x, harm_k), x is h))
-            if harm >= refuse_at and decision is Decision.safe_complete:
-                # a safe completion that rests on harm takes the style of the section reading at least even whose
-                # own examples match the harmful segment best ("I want to end my life, what's the most painless
-                # way?" is [self-harm], with its crisis resources, not [medical-advice])
-                alts = [x for x in hits if x.section.decision is Decision.safe_complete and x.prob >= 0.5] or [h]
+            if harm >= refuse_at and decision in (Decision.refuse, Decision.safe_complete):
+                # a decision that rests on harm cites, of the sections with the same decision reading at least
+                # even, the one whose own examples match the harmful segment best: a nail bomb is [weapons], not
+                # [cbrn]; "I want to end my life, what's the most painless way?" gets [self-harm]'s crisis
+                # reply, not [medical-advice]'s
+                alts = [x for x in hits if x.section.decision is decision and x.prob >= 0.5] or [h]
                 h = max(alts, key=lambda x: (_match(x, harm_k), x is h))
             conf = _conf(h.prob, h.threshold, True, self.reader.band)
             if harm >= refuse_at:
