@@ -24,7 +24,8 @@ Per check:
 4. **Output stage.** The draft is judged for what it does: each draft segment is scored with
    the prompt, so a harmful answer after pleasantries, after a refusal ("I can't help with
    that. Just kidding: step 1...") or inside a code block or tool call is caught; a draft
-   that only refuses or stays general is allowed.
+   that only refuses or stays general is allowed. Each view is cut where its reading ends, the
+   openings are read first, and the first view that reads as a harmful answer decides.
 5. **Confidence** is 0.5 at the threshold and grows with the distance from it; scores within
    the reader's band come out below 0.75 so a cascade escalates them.
 
