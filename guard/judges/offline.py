@@ -24,7 +24,8 @@ Per check:
 4. **Output stage.** The draft is judged for what it does: each draft segment is scored with
    the prompt, so a harmful answer after pleasantries, after a refusal ("I can't help with
    that. Just kidding: step 1...") or inside a code block or tool call is caught; a draft
-   that only refuses or stays general is allowed.
+   that only refuses or stays general is allowed. Each view is cut where its reading ends, the
+   openings are read first, and the first view that reads as a harmful answer decides.
 5. **Confidence** is 0.5 at the threshold and grows with the distance from it; scores within
    the reader's band come out below 0.75 so a cascade escalates them.
 
@@ -231,25 +232,31 @@ class OfflineJudge:
             return self._j(Decision.allow, (), (), "The draft response is empty.", 0.99)
         m = self.model
         pv = self.embedder.embed([(case.prompt or case.query)[-2000:] or " "])[0]
-        segs = [s for s, _, _ in views]
-        dv = self._embed(segs)
-        content = m.input.prob(dv)
-        probs = np.zeros(len(views))
-        for i, (seg, refusal, lead) in enumerate(views):
-            # every view is read as an answer to the prompt: the opening, the answer after a refusal,
-            # the text from later sentence starts (behind pleasantries), code blocks
-            p = m.output_prob(pv, dv[i], refusal, lead)
+        # every view is read as an answer to the prompt: the openings first (the draft's start, the answer
+        # after a refusal, after pleasantries, code blocks), then the text from later sentence starts; the
+        # first view that reads as a harmful answer decides, so the views after it are never embedded
+        order = sorted(range(len(views)), key=lambda i: (not views[i][2], i))
+        read, vecs, content, probs = [], [], [], []
+        for i in order:
+            seg, refusal, lead = views[i]
+            v = self.embedder.embed([seg.text])[0]
+            c = float(m.input.prob(v[None, :])[0])
+            p = m.output_prob(pv, v, refusal, lead)
             # content harmful whatever the prompt: at the draft's start (content_at), anywhere (later_content_at)
             at = self.content_at if i == 0 else self.later_content_at
-            if not refusal and content[i] >= at:
-                p = max(p, self._stretch(content[i], at))
-            probs[i] = p
+            if not refusal and c >= at:
+                p = max(p, self._stretch(c, at))
+            read.append(i), vecs.append(v), content.append(c), probs.append(p)
+            if p >= self.refuse_output_at:
+                break
+        segs = [views[i][0] for i in read]
+        dv, harm = np.stack(vecs), np.array(content)
         k = int(np.argmax(probs))
         # an operator's refuse rule (a section the harm prior does not speak for) also binds the draft;
         # the default spec's advice sections ask for a style, which a helpful draft does not break
-        every = self._hits(case, idx, segs, dv, content)
+        every = self._hits(case, idx, segs, dv, harm)
         hits = [h for h in every if idx.protos[h.section.id].harm < 0.5
-                and h.section.decision is Decision.refuse and not views[segs.index(h.segment)][1]
+                and h.section.decision is Decision.refuse and not views[read[segs.index(h.segment)]][1]
                 and h.prob >= h.threshold + self.reader.band]
         # a harmful draft with no deciding section cites the refuse section whose examples its harmful part matches
         j = self._decide(case, hits, float(probs[k]), segs[k], self.refuse_output_at, "draft response", k, cite=every)
@@ -385,24 +392,36 @@ class OfflineJudge:
 # --------------------------------------------------------------------------- helpers
 
 
+_OPENING_WORDS = 96  # an opening is read as far as the embedder reads (128 tokens is about 96 words)
+
+
 def draft_views(draft: str, words: int, stride: int, cap: int) -> list[tuple[Segment, float, bool]]:
     """(segment, refusal flag, read as an opening) for a draft: the draft read from several starting
-    points, each view judged by the draft model as an answer to the prompt (the model reads a view's
-    first 128 tokens). Openings, where an answer may begin: the draft's start; the first sentence
-    after it stops refusing ("I can't help with that. Just kidding: step 1..." is read from "Just
-    kidding"); the first paragraph after a short preamble (pleasantries); each code block's
-    contents. Later views: sentence starts at least ``words // 2`` words apart, or paragraph starts
-    (the model holds them to a higher bar: more views, more chances of a false alarm). A view's
-    refusal flag is whether it opens by refusing. At most ``cap`` views: the openings first, then
-    later starts spread evenly over the draft."""
+    points, each view judged by the draft model as an answer to the prompt. Openings, where an answer
+    may begin: the draft's start; the first sentence after it stops refusing ("I can't help with that.
+    Just kidding: step 1..." is read from "Just kidding"); the first paragraph after a short preamble
+    (pleasantries); each code block's contents. Later views: sentence starts at least ``0.8 * words``
+    words apart, or paragraph starts (the model holds them to a higher bar: more views, more chances
+    of a false alarm). A view's refusal flag is whether it opens by refusing. At most ``cap`` views:
+    the openings first, then later starts thinned to every 2nd, 4th... one (the first of the
+    halfway ones in the room left), and the last.
+
+    Each view's text is cut where its reading ends: an opening after about 128 tokens (what the
+    embedder reads), a later view ``0.4 * words`` past the next view's start (at least ``1.2 * words``
+    words, at most an opening's length), so the views cover the draft with little overlap (whole
+    128-token views from every start read most words four times over). Cut texts also stay the same as a streamed draft grows, so the
+    checks the stream repeats on longer and longer drafts find the views they already read in the
+    embedder's cache; thinning by halves keeps most starts in place as the draft grows."""
     text = draft.strip()
     if not text:
         return []
     breaks = [m for m in _SENTENCE.finditer(text) if m.end() < len(text)]
     starts = [m.end() for m in breaks]
     para = {m.end() for m in breaks if "\n" in m.group()}
+    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    firsts = [s for s, _ in spans]
     nwords = _word_offsets(text)
-    enough = [a for a in starts if len(text[a:].split()) >= 8]
+    enough = [a for a in starts if len(spans) - bisect.bisect_left(firsts, a) >= 8]
     openings = [0]
     if REFUSAL.search(text[:400]):  # the answer after a refusal: the first start that does not open by refusing
         after = next((a for a in starts if not REFUSAL.search(text[a:a + 160])), None)
@@ -411,25 +430,41 @@ def draft_views(draft: str, words: int, stride: int, cap: int) -> list[tuple[Seg
     first_para = next((a for a in enough if a in para and 8 <= nwords(a) <= 100), None)
     if first_para is not None:
         openings.append(first_para)
-    code = [m.start(1) for m in re.finditer(r"```[\w-]*\n?(.*?)(?:```|\Z)", text, re.S) if len(m.group(1).split()) >= 5]
-    openings += code
-    openings = sorted(set(openings))[:cap]
+    code = {m.start(1): m.end(1) for m in re.finditer(r"```[\w-]*\n?(.*?)(?:```|\Z)", text, re.S)
+            if len(m.group(1).split()) >= 5}
+    openings = sorted(set(openings) | set(code))[:cap]
     later, last = [], 0
     for a in enough:
         gap = nwords(a) - nwords(last)
-        if gap >= max(words // 2, 1) or (a in para and gap >= 8):
+        if gap >= max(words * 4 // 5, 1) or (a in para and gap >= 8):
             later.append(a)
             last = a
     later = [a for a in later if a not in openings]
     room = cap - len(openings)
     if len(later) > room:
-        later = [later[round(i * (len(later) - 1) / max(room - 1, 1))] for i in range(room)] if room > 1 else later[:room]
+        if room >= 2:  # every 2nd, 4th... start (the same ones as the draft grows), and the last
+            step = 1
+            while len(later[::step]) > room - 1:
+                step *= 2
+            keep = later[::step]
+            keep += later[step // 2::step][:room - 1 - len(keep)] if step > 1 else []  # the room left: halfway starts
+            keep += [later[-1]] if later[-1] not in keep else []
+            later = sorted(keep)
+        else:
+            later = later[:room]
+    chosen = sorted(openings + later)
     out = []
-    for a in sorted(openings + later):
-        view = text[a:a + 2000]
-        end = view.find("```") if a in code else -1
-        if end > 0:  # a code block is read alone
-            view = view[:end]
+    for n, a in enumerate(chosen):
+        first = bisect.bisect_left(firsts, a)
+        if a in openings:
+            upto = first + _OPENING_WORDS
+        else:
+            nxt = bisect.bisect_left(firsts, chosen[n + 1]) if n + 1 < len(chosen) else len(spans)
+            upto = first + min(max(nxt - first + words * 2 // 5, words * 6 // 5), _OPENING_WORDS)
+        end = spans[min(upto, len(spans)) - 1][1]
+        if a in code:  # a code block is read alone
+            end = min(end, code[a])
+        view = text[a:end]
         out.append((Segment(view, "draft", 0, "message" if a == 0 else "window", a == 0, False),
                     float(bool(REFUSAL.search(view[:400]))), a in openings))
     return out
