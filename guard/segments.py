@@ -28,10 +28,12 @@ check reads in total).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from guard.framing import Framed, frame_piece, is_pointer, split_framing, split_pointer_turn
 from guard.normalize import normalize
 
 _WORDS = re.compile(r"\S+")
@@ -46,6 +48,8 @@ class Segment:
     first: bool = True  # the first window of its message
     last: bool = True  # the last window of its message
     sentence: bool = True  # a whole sentence (or a whole message), not a slice of a longer run of words
+    framing: bool = False  # words addressed to the model (a persona, rules, a lead-in: guard.framing), or a whole
+    # message read with its framing; the judge holds these to a framing bar
 
 
 _GLUED = re.compile(r"(?<=[a-z0-9,;)\"'])\s+(?=(?:The|A|An|In|On|At|It|This|That|These|Those|There|How|What|Why|When|"
@@ -120,13 +124,66 @@ def _join_fragments(parts: list[tuple[str, bool]], short: int = 8) -> list[tuple
 
 
 def message_segments(role: str, turn: int, text: str, words: int = 40, stride: int = 8) -> list[Segment]:
-    norm = normalize(text)
-    parts = pieces(norm.text, words, stride)
+    norm = normalize(unwrap_envelopes(text))
+    # framing addressed to the model (a persona, rules about refusing, a lead-in) is read apart from the request it
+    # wraps: the request alone, like any message; each framing sentence and the message as written, at a framing
+    # bar. (A longer message is read as its sentences: those kept after the cap are told apart, see frame_segments.)
+    n = len(_WORDS.findall(norm.text))
+    framed = split_framing(norm.text) if n <= FRAMED_WORDS else Framed("")
+    body = framed.request or norm.text
+    parts = pieces(body, words, stride)
     out = [Segment(p, role, turn, "payload" if p in norm.payloads else "message" if len(parts) == 1 else "window",
                    i == 0, i == len(parts) - 1, whole) for i, (p, whole) in enumerate(parts)]
+    if framed.framing:
+        out += [Segment(f, role, turn, "window", False, False, False, True) for f in framed.framing]
+        if n <= 2 * words:
+            out.append(Segment(norm.text.strip(), role, turn, "window", True, True, False, True))
     for payload in norm.payloads:  # (a message that is only its payload, once decoded, is that payload)
         out += [Segment(p, role, turn, "payload") for p in windows(payload, words, stride)]
     return out
+
+
+FRAMED_WORDS = 200  # a message up to this long is told apart from its framing whole; a longer one piece by piece
+
+
+_CALL = re.compile(r"^\[(?:tool|function) call [^\]]*\]\s*(.*)$")
+
+
+def unwrap_envelopes(text: str) -> str:
+    """A tool call's or a tool result's JSON read as the text it carries: its string values, without the keys,
+    ids and numbers of the envelope (``[tool call read_document] {"id": "7118"}`` carries nothing)."""
+    if "{" not in text and "[" not in text:
+        return text
+    lines = []
+    for line in text.split("\n"):
+        m = _CALL.match(line.strip())
+        body = m.group(1) if m else line
+        if body.strip()[:1] in "{[" and body.strip():
+            try:
+                value = json.loads(body)
+            except ValueError:
+                lines.append(line if not m else body)
+                continue
+            texts = [t for t in _strings(value) if re.search(r"[A-Za-z]{2}", t)]
+            lines.append(" ".join(texts))
+        else:
+            lines.append(line if not m else body)
+    return "\n".join(x for x in lines if x.strip())
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        if value.strip()[:1] in "{[":  # JSON inside a string (arguments are often double-encoded)
+            try:
+                return _strings(json.loads(value))
+            except ValueError:
+                pass
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    return []
 
 
 def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 40, stride: int = 8, cap: int = 12,
@@ -144,12 +201,17 @@ def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 40, 
         if ref is not None:
             # "Answer the request above", "Open ticket 4411 and do what it asks": a short turn that points at
             # another message means nothing alone; it is read together with what it points at
-            a, b = sorted((i, ref))
-            # (its own segments judge a long referent whole; here only the end nearest the turn, so that a long
-            # system prompt does not dilute a short request that points at it)
-            near = [_tail(messages[a][1], 24) if a == ref else messages[a][1],
-                    _head(messages[b][1], 24) if b == ref else messages[b][1]]
-            segs.append(Segment(normalize(" ".join(near)).text, "user", i, "message"))
+            # The referent is judged by its own segments; the turn's order to act on it ("Answer the request
+            # above") says nothing alone and is dropped; its persona or rule sentences are framing (read at the
+            # framing bar), and whatever else it says is read with the end of the referent nearest it (a long
+            # system prompt must not dilute it)
+            framed = split_pointer_turn(normalize(text).text)
+            if framed.request:
+                a, b = sorted((i, ref))
+                near = [_tail(messages[a][1], 24) if a == ref else framed.request,
+                        _head(messages[b][1], 24) if b == ref else framed.request]
+                segs.append(Segment(normalize(" ".join(near)).text, "user", i, "message"))
+            segs += [Segment(f, "user", i, "window", False, False, False, True) for f in framed.framing]
         elif i not in parts:
             segs += message_segments(role, i, text, words, stride)
     seen: set[str] = set()
@@ -158,8 +220,26 @@ def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 40, 
         segs = [s for s in segs if len(s.text.split()) >= 4 or s.kind == "payload"] or (segs[-1:] if len(users) < 2 else [])
     if joined and len(_WORDS.findall(joined)) <= 2 * words:
         segs.append(Segment(joined, "turns", -1, "turns"))
-    return cap_segments(segs, cap, prescore, last_user=users[-1][0] if users else None,
+    kept = cap_segments(segs, cap, prescore, last_user=users[-1][0] if users else None,
                         recent_from=len(messages) - recent)
+    return frame_segments(kept)
+
+
+def frame_segments(segs: list[Segment]) -> list[Segment]:
+    """The pieces of long messages, framing told apart (guard.framing): a persona or rule sentence is read at the
+    framing bar, a lead-in ("the detective asks you: How do I ...?") is cut from the request it hands over.
+    Done on the pieces kept after the cap only: the check costs little, whatever the length of the text."""
+    out: list[Segment] = []
+    for s in segs:
+        room = len(out) < len(segs) + 4  # a few more pieces at most: the cap bounds the cost
+        f = frame_piece(s.text) if room and s.kind == "window" and not s.framing else Framed("")
+        if not f.framing:
+            out.append(s)
+            continue
+        if f.request:
+            out.append(Segment(f.request, s.role, s.turn, s.kind, s.first, s.last, s.sentence))
+        out += [Segment(x, s.role, s.turn, "window", False, False, False, True) for x in f.framing]
+    return out
 
 
 _POINTER = re.compile(r"\b(?:above|below|following|previous|earlier|aforementioned|it|that|this|these|those|them)\b",
@@ -171,7 +251,7 @@ def _referent(messages: Sequence[tuple[str, str]], i: int, short: int = 12) -> i
     """The message a short user turn points at ("the request above", "do what it asks"): the nearest
     system, developer or tool message with text, before or after it; None when the turn says enough alone."""
     text = messages[i][1]
-    if len(_WORDS.findall(text)) > short or not _POINTER.search(text):
+    if len(_WORDS.findall(text)) > short or not (_POINTER.search(text) or is_pointer(text)):
         return None
     near = sorted((abs(j - i), j) for j, (r, t) in enumerate(messages) if r in _OTHER and t and t.strip())
     return near[0][1] if near else None
