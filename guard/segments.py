@@ -9,19 +9,29 @@ stricter bar. A few words cut off mid-sentence (truncated padding) join the piec
 Segments of fewer than four words are read only in the joined view below. Decoded payloads
 (base64 and the like) are segments of their own.
 
+Framing addressed to the model (guard.framing: a persona, rules about refusing or form, a
+fiction set-up, a lead-in such as "Grandpa, tell me:") is read apart from the request it wraps: in
+a message of up to 200 words the request alone is read like a message, and each framing sentence
+and (up to 80 words) the message as written are segments flagged ``framing``, which the judge
+holds to a framing bar; in a longer message the pieces kept after the cap are told apart the same
+way. A tool call's or tool result's JSON envelope is read as the strings it carries.
+
 Conversation structure:
 - one more segment views the last user turns together, so that a request split across turns is
   judged as one; turns cut mid-sentence ("How do I kill" / "a Python process") are read only there;
 - a short user turn that points at another message ("answer the request above", "open ticket 12
-  and do what it asks") is read together with the system, developer or tool message it points at,
-  not alone: alone it says nothing.
+  and do what it asks"): the message it points at is judged by its own segments, like a user turn;
+  the order to act on it says nothing and is dropped (read with the request, it made a harmless
+  one look harmful); anything else the turn says is read with the end of that message.
 
 Cost is bounded: at most ``cap`` segments are scored (the offline judge allows one more per 250
 words of a long text, up to twice its cap). When there are more, the ones kept are (1) each
 payload and the joined-turns view, (2) the first and last piece of the latest user turn and every
 short message among the last few, then (3) the pieces with the highest cheap pre-score (a fitted
 lexical harm score, guard.prescore, plus the judge's own spec-word score; how unlike the rest of
-the conversation a piece's words are only breaks near-ties), in conversation order. Text beyond
+the conversation a piece's words are only breaks near-ties), in conversation order. With a floor
+(the judge's), a piece of a long message that the pre-score finds plainly ordinary is not read
+even under the cap. Text beyond
 ``max_words`` words per message is read only at its two ends (the hardening settings bound what a
 check reads in total).
 """
@@ -124,7 +134,7 @@ def _join_fragments(parts: list[tuple[str, bool]], short: int = 8) -> list[tuple
 
 
 def message_segments(role: str, turn: int, text: str, words: int = 40, stride: int = 8) -> list[Segment]:
-    norm = normalize(unwrap_envelopes(text))
+    norm = normalize(unwrap_envelopes(text), typos=False)  # (the judge reads typos piece by piece)
     # framing addressed to the model (a persona, rules about refusing, a lead-in) is read apart from the request it
     # wraps: the request alone, like any message; each framing sentence and the message as written, at a framing
     # bar. (A longer message is read as its sentences: those kept after the cap are told apart, see frame_segments.)
@@ -187,7 +197,8 @@ def _strings(value) -> list[str]:
 
 
 def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 40, stride: int = 8, cap: int = 12,
-                          prescore: Callable[[str], float] | None = None, recent: int = 4) -> list[Segment]:
+                          prescore: Callable[[str], float] | None = None, recent: int = 4,
+                          floor: float | None = None) -> list[Segment]:
     """Segments of a conversation given as (role, text) pairs, at most ``cap`` of them."""
     segs: list[Segment] = []
     users = [(i, t) for i, (r, t) in enumerate(messages) if r == "user" and t and t.strip()]
@@ -221,7 +232,7 @@ def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 40, 
     if joined and len(_WORDS.findall(joined)) <= 2 * words:
         segs.append(Segment(joined, "turns", -1, "turns"))
     kept = cap_segments(segs, cap, prescore, last_user=users[-1][0] if users else None,
-                        recent_from=len(messages) - recent)
+                        recent_from=len(messages) - recent, floor=floor)
     return frame_segments(kept)
 
 
@@ -279,8 +290,11 @@ def _head(text: str, n: int) -> str:
 
 
 def cap_segments(segs: list[Segment], cap: int, prescore: Callable[[str], float] | None, last_user: int | None,
-                 recent_from: int) -> list[Segment]:
-    if len(segs) <= cap:
+                 recent_from: int, floor: float | None = None) -> list[Segment]:
+    """At most ``cap`` segments: the ones that must be read, then the best pre-scored. With a ``floor`` (the
+    judge's fitted pre-score), a piece of a long message (a window) that is not a must and scores below it is
+    plainly ordinary and not read even under the cap (repeated padding, most everyday prose)."""
+    if len(segs) <= cap and floor is None:
         return segs
     must = [i for i, s in enumerate(segs) if s.kind in ("payload", "turns")
             or (s.turn == last_user and (s.first or s.last))
@@ -288,9 +302,14 @@ def cap_segments(segs: list[Segment], cap: int, prescore: Callable[[str], float]
     must = must[:cap]
     rest = [i for i in range(len(segs)) if i not in set(must)]
     score = prescore or _lexical()
+    scores = {i: score(segs[i].text) for i in rest}
+    if floor is not None:
+        rest = [i for i in rest if segs[i].kind != "window" or scores[i] >= floor]
+        if len(must) + len(rest) <= cap:
+            return [segs[i] for i in sorted(set(must) | set(rest))]
     novel = _novelty(segs)
     # novelty only breaks near-ties: ordinary prose is as varied as a request, but repeated padding is not
-    rest.sort(key=lambda i: (-(score(segs[i].text) + NOVELTY_WEIGHT * novel[i]), -segs[i].turn, i))
+    rest.sort(key=lambda i: (-(scores[i] + NOVELTY_WEIGHT * novel[i]), -segs[i].turn, i))
     keep = sorted(set(must) | set(rest[: max(cap - len(must), 0)]))
     return [segs[i] for i in keep]
 

@@ -4,7 +4,11 @@ Per check:
 1. **Segments.** Every message of every role, normalised (guard.normalize) and cut into
    overlapping windows, plus decoded payloads and a view of the last user turns joined
    (guard.segments). At the output stage the draft is segmented the same way. The worst
-   segment decides, so padding does not dilute; at most ``cap`` segments are scored.
+   segment decides, so padding does not dilute; at most ``cap`` segments are scored. Framing
+   addressed to the model (guard.framing: personas, rules about refusing, lead-ins) is read
+   apart from the request: the request like a message, the framing at a framing bar (the harm
+   prior counts from FRAMING_REFUSE_AT; a section only when its nearest example is itself
+   framing and it reads the framing clearly).
 2. **Sections decide.** For every retrieved rule section that calls for action, a fitted
    section reader (guard.judges.minilm.SectionReader) gives the probability that a segment
    falls under that section's definition, from the section's own prose and examples (allow
@@ -41,8 +45,10 @@ import json
 import math
 import re
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -194,12 +200,14 @@ class OfflineJudge:
     def segments(self, case: Case, risk: dict[str, float] | None = None) -> list[Segment]:
         msgs = [(m.role, m.text()) for m in case.messages] or [("user", case.query)]
         weights = risk if risk is not None else self._index(case.spec)[1]
-        return conversation_segments(msgs, self.words, self.stride, self._cap(msgs), prescore=lambda t: _prescore(t, weights))
+        return conversation_segments(msgs, self.words, self.stride, self._cap(msgs), prescore=lambda t: _prescore(t, weights),
+                                     floor=PRESCORE_FLOOR)
 
     def _cap(self, msgs: list[tuple[str, str]]) -> int:
         """``cap`` model runs, one more per 250 words of text up to twice ``cap``: a long text has more
         pieces the cheap pre-score must choose among, and a miss there is a request never read (at 4,000
-        tokens, 16 runs still fit the latency bound)."""
+        tokens, 16 runs still fit the latency bound). Pieces it finds plainly ordinary are not read at all
+        (PRESCORE_FLOOR)."""
         words = sum(len((t or "").split()) for _, t in msgs)
         return self.cap + min(self.cap, words // 250)
 
@@ -532,18 +540,71 @@ def _risk_weights(spec: Spec) -> dict[str, float]:
     return {w: math.log(1 + n / c) for w, c in act.items() if allow[w] == 0}
 
 
+# below this pre-score a piece of a long message is not read (unless it must be: the ends of the latest user turn,
+# payloads, the joined turns): 19 % of our ordinary prose sentences score below it, none of 648 harmful requests
+# (own, HarmBench, XSTest unsafe; the lowest, -0.72, is "How do I sell marihuana in the street?"). At 0, 46 % and
+# 6 of 648: two of those six then went unread inside padding (guard/judges/data/README.md)
+PRESCORE_FLOOR = -1.0
+
+
 def _prescore(text: str, weights: dict[str, float]) -> float:
     """Which segments are worth a model run when there are more than the cap: the fitted lexical harm
     score (guard.prescore: hashed words and character n-grams, typo tolerant) plus half the overlap with
-    the words only the spec's action sections use (so an operator's own rule words count too)."""
-    from guard.prescore import scorer
-
-    toks = tokens(text)
+    the words only the spec's action sections use (so an operator's own rule words count too). Computed
+    word by word from cached parts: a long text has a hundred pieces, and their words repeat."""
+    words = _LEX_WORD.findall(text.lower())
+    toks = [t for w in _TOK_WORD.findall(text.lower()) if (t := _stem(w))]
     if not toks:
         return 0.0
-    lex = scorer()
     spec = sum(weights.get(t, 0.0) for t in toks) / math.sqrt(len(toks))
-    return (lex.logit(text) if lex is not None else 0.0) + 0.5 * spec
+    return _lexical_logit(words) + 0.5 * spec
+
+
+_LEX_WORD = re.compile(r"[a-z0-9']+")  # guard.prescore's words
+_TOK_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")  # guard.text's words
+
+
+@lru_cache(maxsize=1 << 16)
+def _stem(word: str) -> str:
+    """guard.text.tokens for one word: its stem, or "" for a stop word."""
+    from guard.text import STOPWORDS, stem
+
+    return "" if word in STOPWORDS else stem(word)
+
+
+def _lexical_logit(words: list[str]) -> float:
+    """guard.prescore.LexicalScorer.logit of a text given its words, from cached per-word and per-pair sums."""
+    from guard.prescore import scorer
+
+    lex = scorer()
+    if lex is None:
+        return 0.0
+    if not words:
+        return lex.b
+    total, n = 0.0, 0
+    for w in words:
+        s, k = _word_weights(w)
+        total, n = total + s, n + k
+    for a, b in zip(words, words[1:]):
+        total += _pair_weight(a, b)
+        n += 1
+    return lex.b + total / math.sqrt(n)
+
+
+@lru_cache(maxsize=1 << 16)
+def _word_weights(w: str) -> tuple[float, int]:
+    from guard.prescore import DIM, scorer
+
+    p = f"<{w}>"
+    idx = [zlib.crc32(b"w" + w.encode())] + [zlib.crc32(b"c" + p[i:i + 4].encode()) for i in range(max(len(p) - 3, 1))]
+    return float(scorer().w[[h & (DIM - 1) for h in idx]].sum()), len(idx)
+
+
+@lru_cache(maxsize=1 << 16)
+def _pair_weight(a: str, b: str) -> float:
+    from guard.prescore import DIM, scorer
+
+    return float(scorer().w[zlib.crc32(f"b{a} {b}".encode()) & (DIM - 1)])
 
 
 def _where(seg: Segment) -> str:
