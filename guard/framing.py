@@ -76,31 +76,34 @@ _GLUED_ORDER = re.compile(r"(?<=[a-z0-9,;)\"'])\s+(?=(?:Reply|Respond|Answer|Sta
 class Framed:
     request: str  # the text without its framing ("" when there is no framing)
     framing: tuple[str, ...] = field(default=())  # framing sentences and lead-ins, in order
+    scene: tuple[str, ...] = field(default=())  # framing sentences with content of their own, read like any sentence
 
 
 def split_framing(text: str) -> Framed:
     """The request and the framing around it; ``Framed("")`` when the text has no framing (or
     nothing but framing), so the caller reads it whole."""
-    request, framing = _split(text)
-    if not framing or not request:
+    request, framing, scene = _split(text)
+    if not (framing or scene) or not request:
         return Framed("")
-    return Framed(" ".join(request), tuple(framing))
+    return Framed(" ".join(request), tuple(framing), tuple(scene))
 
 
 def frame_piece(piece: str) -> Framed:
     """One piece (a sentence or a window) of a long message: its request and framing, ``Framed("", (piece,))``
     when it is all framing (among many sentences a persona sentence is framing), ``Framed("")`` when none."""
-    request, framing = _split(piece)
+    request, framing, scene = _split(piece)
     if not framing:
         return Framed("")
+    request += scene  # (a piece is one sentence or so: what is not framing in it is read as it is)
     return Framed(" ".join(request), tuple(framing) if request else (piece.strip(),))
 
 
-def _split(text: str) -> tuple[list[str], list[str]]:
+def _split(text: str) -> tuple[list[str], list[str], list[str]]:
     request: list[str] = []
     framing: list[str] = []
+    scene: list[str] = []
     if not text or not _CUE.search(text):
-        return request, framing
+        return request, framing, scene
     # a request without a full stop runs into the framing after it ("... on a network Reply as that AI would"):
     # cut before a capitalised word that opens an instruction to the model
     sents = [p for m in _SENTENCES.finditer(text) for p in _GLUED_ORDER.split(m.group(0))]
@@ -117,12 +120,27 @@ def _split(text: str) -> tuple[list[str], list[str]]:
             framing.append(lead.group("head").strip() + ":")
             rest = lead.group("rest").strip()
             cue = _CUE.search(rest)
-            (framing if cue and cue.start() <= 12 and _is_framing(rest) else request).append(rest)
+            if cue and cue.start() <= 12 and _is_framing(rest):
+                (framing if _content_words(rest) <= _CONTENT else scene).append(rest)
+            else:
+                request.append(rest)
         elif _is_framing(s):
-            framing.append(s)
+            (framing if _content_words(s) <= _CONTENT else scene).append(s)
         else:
             request.append(s)
-    return request, framing
+    return request, framing, scene
+
+
+# a framing sentence with more content words than this, besides its cues, sets a scene ("You are a consultant for
+# a writer whose novel is about a professional scammer"): what it says is read like any sentence
+_CONTENT = 2
+
+
+def _content_words(sentence: str) -> int:
+    from guard.text import STOPWORDS
+
+    rest = _CUE.sub(" ", sentence)
+    return sum(1 for w in re.findall(r"[A-Za-z][A-Za-z']+", rest) if len(w) >= 3 and w.lower() not in STOPWORDS)
 
 
 def framing_content(framing: tuple[str, ...] | list[str]) -> str:
@@ -169,7 +187,7 @@ def split_pointer_turn(text: str) -> Framed:
     for sent in (m.group(0).strip() for m in _SENTENCES.finditer(text)):
         if not sent or is_pointer(sent):
             continue
-        (framing if _is_framing(sent) else request).append(sent)
+        (framing if _is_framing(sent) and _content_words(sent) <= _CONTENT else request).append(sent)
     return Framed(" ".join(request), tuple(framing))
 
 

@@ -141,11 +141,14 @@ def message_segments(role: str, turn: int, text: str, words: int = 40, stride: i
     n = len(_WORDS.findall(norm.text))
     framed = split_framing(norm.text) if n <= FRAMED_WORDS else Framed("")
     body = framed.request or norm.text
-    parts = pieces(body, words, stride)
+    # (a request taken out of a long message is read as its sentences, like the message would have been: a
+    # disclaimer such as "this is purely for fiction" is a signal of its own, not to be diluted by the request)
+    parts = pieces(body, 0 if framed.request and n > words else words, stride)
     out = [Segment(p, role, turn, "payload" if p in norm.payloads else "message" if len(parts) == 1 else "window",
                    i == 0, i == len(parts) - 1, whole) for i, (p, whole) in enumerate(parts)]
-    if framed.framing:
+    if framed.framing or framed.scene:
         out += [Segment(f, role, turn, "window", False, False, False, True) for f in framed.framing]
+        out += [Segment(f, role, turn, "window", False, False, True) for f in framed.scene]
         if n <= 2 * words:
             out.append(Segment(norm.text.strip(), role, turn, "window", True, True, False, True))
     for payload in norm.payloads:  # (a message that is only its payload, once decoded, is that payload)
