@@ -24,6 +24,10 @@ many drafts the two judges decided differently (whole drafts).
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the guard command sets it (guard/cli.py), before numpy loads
+
 import argparse
 import importlib.util
 import random
