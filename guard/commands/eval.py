@@ -82,7 +82,7 @@ def run_convert(args) -> int:
             print(f"{s.name:<20} {s.stage:<7} {s.about}")
         print(f"(data: {evaldata_dir()})")
         return 0
-    names = list(SETS) if args.name == "all" else [get_set(args.name).name]
+    names = [n for n, s in SETS.items() if s.present()] if args.name == "all" else [get_set(args.name).name]
     if args.convert_out and len(names) > 1:
         raise GuardError("--out names one file; use --out-dir with 'all'")
     for name in names:

@@ -10,6 +10,13 @@ rows go to a git-ignored cache (``.cache/evaldata/``) or straight into an evalua
 | ``moderation`` | input | 1,680 | harmful: flagged (1) in any category | the flagged codes (S, H, V, HR, SH, S3, H2, V2) |
 | ``harmbench`` | input | 400 | all harmful (val 80 + test 320) | ``SemanticCategory`` |
 | ``jbb`` | input | 1,637 | all harmful (jailbreak-wrapped goals; null prompts skipped) | attack method folder |
+| ``sst`` | input | 100 | all harmful (SimpleSafetyTests) | ``harm_area`` |
+| ``vicuna`` | input | 80 | all benign (Vicuna bench questions) | ``category`` |
+
+``sst`` and ``vicuna`` are **external checks**: no part of the offline judge is fitted on them
+(guard/judges/extdata.py keeps them out of every fit), so they measure how the judge does on
+sets it was never developed against. They are optional: ``all`` skips them when their folder is
+missing.
 
 Decisions worth knowing:
 
@@ -126,12 +133,31 @@ def jailbreakbench(data: Path | None = None) -> Iterator[EvalRow]:
                           category=method)
 
 
+def simple_safety_tests(data: Path | None = None) -> Iterator[EvalRow]:
+    data = data or evaldata_dir()
+    for r in _csv(data / "simple_safety_tests" / "sst_test_cases.csv"):
+        yield EvalRow(id=r["id"], prompt=r["prompts_final"].strip(), label="harmful", category=r["harm_area"])
+
+
+def vicuna_bench(data: Path | None = None) -> Iterator[EvalRow]:
+    data = data or evaldata_dir()
+    with open(_need(data / "vicuna_bench" / "question.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                yield EvalRow(id=str(r["question_id"]), prompt=r["turns"][0], label="benign", category=r.get("category"))
+
+
 @dataclass(frozen=True)
 class DataSet:
     name: str
     stage: str  # the stage its labels are about
     convert: Callable[[Path | None], Iterator[EvalRow]]
     about: str
+    folder: str | None = None  # set for an optional external check: its folder under the data folder
+
+    def present(self, data: Path | None = None) -> bool:
+        return self.folder is None or ((data or evaldata_dir()) / self.folder).is_dir()
 
 
 SETS: dict[str, DataSet] = {s.name: s for s in [
@@ -141,6 +167,9 @@ SETS: dict[str, DataSet] = {s.name: s for s in [
     DataSet("moderation", "input", moderation, "OpenAI moderation sample; harmful = flagged in any category"),
     DataSet("harmbench", "input", harmbench, "HarmBench text behaviours, val + test (all harmful)"),
     DataSet("jbb", "input", jailbreakbench, "JailbreakBench attack artifacts: jailbreak-wrapped goals (all harmful)"),
+    DataSet("sst", "input", simple_safety_tests, "SimpleSafetyTests: clearly harmful prompts (external check, never fitted)",
+            "simple_safety_tests"),
+    DataSet("vicuna", "input", vicuna_bench, "Vicuna bench questions: benign (external check, never fitted)", "vicuna_bench"),
 ]}
 
 
