@@ -61,11 +61,33 @@ def _loo(p: SectionProto, v: np.ndarray) -> SectionProto:
                         p.allow_ids, tight, None if p.scope is None else _drop_same(p.scope, v),
                         None if p.veto is None else _drop_same(p.veto, v), p.background, p.harm,
                         None if p.domain is None else _drop_same(p.domain, v),
-                        None if p.rule is None else _drop_same(p.rule, v))
+                        None if p.rule is None else _drop_same(p.rule, v), p.policy_harm)
 
 
 def _pick(texts: list[str], n: int, salt: str) -> list[str]:
     return sorted(texts, key=lambda t: hashlib.sha256(f"{salt}:{t}".encode()).digest())[:n]
+
+
+# conversational turns every assistant takes, whatever its topic: never off topic, never a breach
+SMALL_TALK = ["Hello!", "Hi, can you help me?", "Thanks, that's all I needed.", "Thank you so much!", "Good morning.",
+              "Okay, got it.", "What can you help me with?", "Can I ask you a question?", "Sorry, I didn't understand that.",
+              "Great, thanks for your help.", "Bye for now!", "Could you say that again more simply?",
+              "Who am I talking to?", "Are you a real person or a bot?", "That didn't answer my question.",
+              "Can you explain that in more detail?", "Hey there", "Perfect, cheers!", "One more question, please.",
+              "Can I speak to a human?"]
+
+
+def training_prompts() -> dict[str, list[tuple[str, int]]]:
+    """Our labelled prompts for the training policies (``data/train_policies/*.jsonl``: requests written for
+    this project, not copies of a policy's examples): {section id: [(text, 1 if it breaches the section
+    else 0)]}; a benign prompt is on its policy's subject (a hard negative for every section of its policy)."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for f in sorted(TRAIN_POLICIES.glob("*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                out.setdefault(r["section"], []).append((r["prompt"], int(r["label"] == "harmful")))
+    return out
 
 
 def training_specs():
@@ -77,9 +99,14 @@ def training_specs():
 
 
 def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, str | None, int]]] | None = None,
-          background: np.ndarray | None = None, harm=None):
-    """(features, label, group) rows for the pair model and for the scope model."""
-    public = public or {}
+          background: np.ndarray | None = None, harm=None, prompts: dict[str, list[tuple[str, int]]] | None = None,
+          small_talk: list[str] | None = None):
+    """(features, label, group) rows for the pair model and for the scope model. ``prompts`` (see
+    ``training_prompts``): each policy's labelled requests against every section of the policy, a breach
+    positive for its own section only (and for a stay-on-topic section: off topic when it is that
+    section's, on topic otherwise); ``small_talk``: negatives for every section."""
+    public, prompts = public or {}, prompts or {}
+    st = embed(small_talk) if small_talk else np.zeros((0, 384), np.float32)
     pair_x, pair_y, pair_g, scope_x, scope_y, scope_g = [], [], [], [], [], []
     ev = embed(everyday) if everyday else np.zeros((0, 384), np.float32)
     ev_h = harm(ev) if len(ev) else np.zeros(0)
@@ -88,6 +115,9 @@ def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, s
         examples = [(s, ex) for s in spec.rules for ex in s.examples if ex.response is None]
         ex_v = embed([ex.text for _, ex in examples])
         ex_h = harm(ex_v)
+        asked = [(sid, t, y) for sid in idx.protos for t, y in prompts.get(sid, [])]
+        ask_v = embed([t for _, t, _ in asked]) if asked else np.zeros((0, ex_v.shape[1]), np.float32)
+        ask_h = harm(ask_v) if len(ask_v) else np.zeros(0)
         for sid, p in idx.protos.items():
             s = p.section
             if s.decision in (None, Decision.allow):
@@ -106,6 +136,12 @@ def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, s
                         xs.append(feats(p, v[None, :], hv[None])[0]), ys.append(1), gs.append("other:1")
                 else:
                     xs.append(feats(p, v[None, :], hv[None])[0]), ys.append(0), gs.append("other:0")
+            if len(ask_v):
+                lab = [int(y and s2 == sid) for s2, _, y in asked]
+                xs.extend(feats(p, ask_v, ask_h)), ys.extend(lab), gs.extend([f"prompts:{y}" for y in lab])
+            if len(st) and not scope:  # (not for stay-on-topic sections: far from everything, small talk
+                # taught the scope model that a text far from ordinary requests is on topic)
+                xs.extend(feats(p, st, harm(st))), ys.extend([0] * len(st)), gs.extend(["small_talk:0"] * len(st))
             pick = _pick(list(range(len(everyday))), EVERYDAY_PER_SECTION, sid) if len(ev) else []
             if pick:
                 f = feats(p, ev[pick], ev_h[pick])
@@ -152,7 +188,7 @@ def fit_reader(embed, everyday: list[str], public=None, out: Path = READER, extr
     from guard.judges.minilm import HarmModels
 
     harm = HarmModels().input.prob
-    (px, py, pg), (sx, sy, sg) = pairs(embed, specs, everyday, public, background, harm)
+    (px, py, pg), (sx, sy, sg) = pairs(embed, specs, everyday, public, background, harm, training_prompts(), SMALL_TALK)
     pw, sw = _group_weights(py, pg), _group_weights(sy, sg)
     pc, pb = fit_logistic(px, py, pw, l2=0.1)
     sc, sb = fit_logistic(sx, sy, sw, l2=0.1)

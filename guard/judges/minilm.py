@@ -64,7 +64,7 @@ def clauses(text: str) -> list[str]:
     out = []
     for c in _CLAUSE.split(" ".join(text.split())):
         c = re.sub(r"^(?:and|or|also|e\.g\.|including|such as)\s+", "", c.strip(" .-*()\"'"), flags=re.I).strip(" .()")
-        if len(c) >= 4:
+        if len(c) >= 4 and len(c.split()) >= 2:  # a single word ("maths", "cards") is a topic: a breach is near it too
             out.append(c)
     return out
 
@@ -173,7 +173,9 @@ class SectionProto:
 
 
 class SectionIndex:
-    """Every rule section of a spec, embedded once per spec version (plus any fitted extra examples)."""
+    """Every rule section of a spec, embedded once per spec version (plus any fitted extra examples).
+    ``operator_texts``: the operator policies' own words (their ``domain_texts`` and their rules' action
+    examples), or None for a spec of harm policies alone."""
 
     def __init__(self, spec, embed, extra: dict[str, list[tuple[str, str]]] | None = None,
                  background: np.ndarray | None = None, harm=None):
@@ -208,6 +210,12 @@ class SectionIndex:
         dom_v = {pol: embed(t) if t and policy_harm[pol] < 0.5 else None for pol, t in domains.items()}
         for p in self.protos.values():
             p.policy_harm, p.domain = policy_harm[p.section.policy], dom_v.get(p.section.policy)
+        # everything an operator's policy talks about, in its own words: what it is for and what its rules
+        # forbid (a default advice section yields to it: guard.judges.offline)
+        ops = [d for d in dom_v.values() if d is not None and len(d)]
+        ops += [p.action for p in self.protos.values() if p.policy_harm < 0.5 and not is_scope_section(p.section)
+                and p.section.decision not in (None, Decision.allow) and len(p.action)]
+        self.operator_texts = np.concatenate(ops) if ops else None
         for sid, p in self.protos.items():
             if not is_scope_section(p.section):
                 continue

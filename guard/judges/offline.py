@@ -293,19 +293,28 @@ class OfflineJudge:
                 allow = (v @ p.veto.T).max(1) if p.veto is not None and len(p.veto) else np.full(len(v), -1.0)
                 repeat = (sims.max(1) >= self.repeat_at) & (sims.max(1) > allow)
                 probs = np.where(repeat, np.maximum(probs, thr + reader.band), probs)
-            if p.harm >= 0.5:  # a section about harm: the harm prior must agree the segment is not plainly benign
+            operator = p.policy_harm < 0.5  # a rule of an operator's policy, not of a policy about harm
+            if p.harm >= 0.5 and not operator:
+                # a section of a policy about harm: the harm prior must agree the segment is not plainly benign. Not
+                # asked of an operator's rule, however harm-like its examples read ("Refuse romance with children",
+                # "account security"): the operator's own yardstick below stands in for the prior there
                 probs = np.where(h >= self.corroborate_at, probs, np.minimum(probs, below))
             if sims is not None and p.scope is None and self.evidence != "none":
                 # evidence, not topic: unless the harm prior already finds it harmful, the segment must read
                 # closer to the section's own examples (its two nearest) than to ordinary requests; "explain
                 # how vaccines work" is near cbrn's topic but nearer still to everyday questions
                 near = np.sort(sims, 1)[:, -2:].mean(1) if self.evidence == "top2" else sims.max(1)
-                # and, for an operator's rule (one the harm prior does not speak for, so it cannot waive this
-                # either), nearer what the section forbids than what its own policy is for (the overview's
-                # items, the Allowed lists, the allow examples): "What's on my ballot?" is an election
-                # office's subject, not a breach of its non-partisan rule
-                operator = p.harm < 0.5 and p.policy_harm < 0.5
+                # and, for an operator's rule (the prior cannot waive this either), nearer what the section
+                # forbids than what its own policy is for (the overview's items, the Allowed lists, the allow
+                # examples): "What's on my ballot?" is an election office's subject, not a breach of its
+                # non-partisan rule
                 own = (forbid > allowed) if operator else np.ones(len(v), bool)
+                if not operator and p.harm < 0.5 and idx.operator_texts is not None:
+                    # an advice section of a policy about harm (legal, medical, financial: a style, not a harm)
+                    # yields to an operator's policy whose own subject the text is: nearer the operator's words
+                    # (what it is for, what its rules forbid) than what the advice section covers, the operator's
+                    # sections decide ("Can you set up a standing order to pay my rent?" at a bank)
+                    own = own & (forbid >= (v @ idx.operator_texts.T).max(1))
                 probs = np.where(((near > bg) | (h >= self.refuse_at)) & own, probs, np.minimum(probs, below))
             k = int(np.argmax(probs))
             prec = p.action_ids[int(np.argmax(sims[k]))] if sims is not None else None
