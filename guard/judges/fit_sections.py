@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from guard.judges.minilm import (PAIR_FEATURES, READER, SCOPE_FEATURES, TRAIN_POLICIES, SectionIndex, SectionProto,
+from guard.judges.minilm import (PAIR_FEATURES, READER, SCOPE_FEATURES, SMALL_TALK, TRAIN_POLICIES, SectionIndex,
+                                 SectionProto,
                                  pair_features, reader_training_policies, scope_features)
 from guard.types import Decision
 
@@ -66,15 +67,6 @@ def _loo(p: SectionProto, v: np.ndarray) -> SectionProto:
 
 def _pick(texts: list[str], n: int, salt: str) -> list[str]:
     return sorted(texts, key=lambda t: hashlib.sha256(f"{salt}:{t}".encode()).digest())[:n]
-
-
-# conversational turns every assistant takes, whatever its topic: never off topic, never a breach
-SMALL_TALK = ["Hello!", "Hi, can you help me?", "Thanks, that's all I needed.", "Thank you so much!", "Good morning.",
-              "Okay, got it.", "What can you help me with?", "Can I ask you a question?", "Sorry, I didn't understand that.",
-              "Great, thanks for your help.", "Bye for now!", "Could you say that again more simply?",
-              "Who am I talking to?", "Are you a real person or a bot?", "That didn't answer my question.",
-              "Can you explain that in more detail?", "Hey there", "Perfect, cheers!", "One more question, please.",
-              "Can I speak to a human?"]
 
 
 def training_prompts() -> dict[str, list[tuple[str, int]]]:

@@ -52,6 +52,15 @@ REFUSAL = re.compile(
     r"i'm not going to|i do not feel comfortable|i don't feel comfortable|cannot (?:provide|assist|help|fulfill))\b",
     re.I)
 
+# conversational turns any assistant takes, whatever its topic: in scope for every stay-on-topic section
+# (a greeting or a thank-you is far from any policy's subject, and from ordinary requests too)
+SMALL_TALK = ["Hello!", "Hi, can you help me?", "Thanks, that's all I needed.", "Thank you so much!", "Good morning.",
+              "Okay, got it.", "What can you help me with?", "Can I ask you a question?", "Sorry, I didn't understand that.",
+              "Great, thanks for your help.", "Bye for now!", "Could you say that again more simply?",
+              "Who am I talking to?", "Are you a real person or a bot?", "That didn't answer my question.",
+              "Can you explain that in more detail?", "Hey there", "Perfect, cheers!", "One more question, please.",
+              "Can I speak to a human?"]
+
 _ALLOWED_PARA = re.compile(r"^\s*(?:allowed|in scope|on topic)\s*:\s*(.+?)(?:\n\s*\n|\Z)", re.I | re.M | re.S)
 _NEGATED = re.compile(r"\b(?:not|never|no|refuse[sd]?|without|nor|cannot|won't|don't|doesn't|isn't)\b|n't\b", re.I)
 _CLAUSE = re.compile(r"\s*[,;:]\s*|\s+(?:and|or)\s+(?=\w+ing\b|how\b|what\b|where\b|when\b|which\b|why\b)")
@@ -223,6 +232,7 @@ class SectionIndex:
             texts = [f"{o.title}. {o.body}" for o in [overview_by_policy.get(s.policy)] if o is not None]
             texts += domains.get(s.policy, [])  # the overview's items, every Allowed list, the allow examples
             texts += [t for d, t in extra.get(sid, []) if d == "allow"]
+            texts += SMALL_TALK
             p.scope = embed(list(dict.fromkeys(texts))) if texts else None
 
 

@@ -300,9 +300,10 @@ class OfflineJudge:
                 # "account security"): the operator's own yardstick below stands in for the prior there
                 probs = np.where(h >= self.corroborate_at, probs, np.minimum(probs, below))
             if sims is not None and p.scope is None and self.evidence != "none":
-                # evidence, not topic: unless the harm prior already finds it harmful, the segment must read
-                # closer to the section's own examples (its two nearest) than to ordinary requests; "explain
-                # how vaccines work" is near cbrn's topic but nearer still to everyday questions
+                # evidence, not topic: for a section of a policy about harm, unless the prior already finds it
+                # harmful, the segment must read closer to the section's own examples (its two nearest) than to
+                # ordinary requests; "explain how vaccines work" is near cbrn's topic but nearer still to everyday
+                # questions
                 near = np.sort(sims, 1)[:, -2:].mean(1) if self.evidence == "top2" else sims.max(1)
                 # and, for an operator's rule (the prior cannot waive this either), nearer what the section
                 # forbids than what its own policy is for (the overview's items, the Allowed lists, the allow
@@ -315,7 +316,10 @@ class OfflineJudge:
                     # (what it is for, what its rules forbid) than what the advice section covers, the operator's
                     # sections decide ("Can you set up a standing order to pay my rent?" at a bank)
                     own = own & (forbid >= (v @ idx.operator_texts.T).max(1))
-                probs = np.where(((near > bg) | (h >= self.refuse_at)) & own, probs, np.minimum(probs, below))
+                # (an operator's rule brings its own yardstick, above: ordinary requests are far from any narrow
+                # subject, so nearness to them says little there)
+                evidence = (near > bg) | (h >= self.refuse_at) if not operator else np.ones(len(v), bool)
+                probs = np.where(evidence & own, probs, np.minimum(probs, below))
             k = int(np.argmax(probs))
             prec = p.action_ids[int(np.argmax(sims[k]))] if sims is not None else None
             out.append(_Hit(s, float(probs[k]), thr, segs[k], prec, sims.max(1) if sims is not None else None,
