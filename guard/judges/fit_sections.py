@@ -9,10 +9,11 @@ similarities that mean the same for any section (guard.judges.minilm.PAIR_FEATUR
 fitted on pairs (section, text) from many policies:
 
 - every training spec (guard.judges.minilm.reader_training_policies): the default spec, the
-  example support bot, and the operator-style policies in ``data/train_policies/`` (travel
-  agency, car insurance, cookware brand, utility company, university admissions, game
-  community, legal-aid intake, real-estate agency: written for this project, none in the
-  domain of a benchmark policy in policies/examples/);
+  example support bot, and the fourteen operator-style policies in ``data/train_policies/``
+  (travel agency, car insurance, cookware brand, utility company, university admissions, game
+  community, legal-aid intake, real-estate agency, mobile carrier, fitness club, second-hand
+  marketplace, food delivery, home-improvement store, car rental: written for this project,
+  none in the domain of a benchmark policy in policies/examples/ or a test policy in tests/data/);
 - each section's own examples, left out one at a time (the example is scored against the
   section without it): action examples are positives, allow examples negatives (the hard
   negatives: look-alikes the section itself lists);
@@ -20,6 +21,12 @@ fitted on pairs (section, text) from many policies:
 - our everyday requests (``data/everyday_benign.txt``, fit fold only) against every section:
   negatives; for "stay on topic" sections they are positives (off topic for every training
   policy), and the policy's own allow examples are negatives;
+- our labelled prompts for the training policies (``data/train_policies/<policy>.jsonl``: requests
+  written for this project, not copies of the examples) against every section of their policy: a
+  breach is a positive for its own section; a benign prompt, on the policy's subject, is a hard
+  negative for every section (for a stay-on-topic section: off-topic prompts positive, the rest
+  negative);
+- small talk (``guard.judges.minilm.SMALL_TALK``) against every rule section: negatives;
 - the fit half of XSTest's safe prompts against the default spec: negatives; HarmBench ``val``
   behaviours against the default section their category maps to: positives.
 

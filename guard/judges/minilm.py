@@ -11,11 +11,13 @@
   nearest allow example, which vetoes, and how tight the section's own examples are), so a
   section an operator writes in prose with a few examples is enforced without retraining.
   "Stay on topic" sections (everything except what the policy is for) are scored by distance
-  from the policy's in-scope texts instead (its overview, its allow examples and the items of
-  the allowed topics its sections list) and by how much nearer those are than ordinary requests.
+  from the policy's in-scope texts instead (its overview, its allow examples, the items of
+  the allowed topics its sections list, and small talk, which is never off topic) and by how
+  much nearer those are than ordinary requests.
 - ``domain_texts`` and ``rule_texts``: what a policy is for and what a section forbids, in the
   operator's own words; the offline judge asks an operator's rule for a text nearer the second
-  than the first (guard.judges.offline).
+  than the first (guard.judges.offline). A single word of a list ("maths", "cards") is a topic,
+  not a subject: a breach is as near it as an ordinary question, so it is left out.
 """
 
 from __future__ import annotations

@@ -8,12 +8,16 @@ Per check:
 2. **Sections decide.** For every retrieved rule section that calls for action, a fitted
    section reader (guard.judges.minilm.SectionReader) gives the probability that a segment
    falls under that section's definition, from the section's own prose and examples (allow
-   examples veto); "stay on topic" sections score distance from the policy's scope. Unless the
-   harm prior finds a segment harmful, a section needs evidence beyond topic: the segment must be
-   nearer the section's nearest action example than ordinary requests; a near repeat of one of
-   its action examples falls under it. An operator's rule also needs the segment nearer what
-   the section forbids (its examples, its definition) than what its policy says it is for (the
-   overview's items, the Allowed lists, the allow examples). A
+   examples veto); "stay on topic" sections score distance from the policy's scope. A section of
+   a policy about harm (the default spec) needs evidence beyond topic unless the harm prior finds
+   the segment harmful: the segment must be nearer the section's nearest action example than
+   ordinary requests, and, for a section about harm, the prior's agreement; a near repeat of one
+   of its action examples falls under it. An operator's rule (a section of a policy the prior
+   does not speak for, however harm-like its own examples) is read by its policy's yardstick
+   instead: the segment must be nearer what the section forbids (its examples, its definition)
+   than what its policy says it is for (the overview's items, the Allowed lists, the allow
+   examples). A default advice section (legal, medical, financial) yields to an operator
+   policy whose own words the segment is nearer. A
    section whose probability passes the threshold decides with its own decision; among
    several, the highest priority wins.
 3. **A harm prior** (the input model fitted on public sets) is one more input: a segment it
