@@ -22,11 +22,12 @@ fitted on pairs (section, text) from many policies:
   negatives; for "stay on topic" sections they are positives (off topic for every training
   policy), and the policy's own allow examples are negatives;
 - our labelled prompts for the training policies (``data/train_policies/<policy>.jsonl``: requests
-  written for this project, not copies of the examples) against every section of their policy: a
-  breach is a positive for its own section; a benign prompt, on the policy's subject, is a hard
-  negative for every section (for a stay-on-topic section: off-topic prompts positive, the rest
-  negative);
-- small talk (``guard.judges.minilm.SMALL_TALK``) against every rule section: negatives;
+  written for this project, not copies of the examples) against their policy's stay-on-topic
+  section: off-topic prompts positive, the rest (breaches of other sections and benign questions
+  on the policy's subject) negative. The pair model is not fitted on them, nor on the six
+  policies added in this release (``SCOPE_ONLY``): as pair rows they moved the default spec's
+  harm sections (held-out moderation F1 0.680 -> 0.661, HarmBench 0.919 -> 0.909) without a
+  gain on the operator benchmark beyond what the judge's rules gave;
 - the fit half of XSTest's safe prompts against the default spec: negatives; HarmBench ``val``
   behaviours against the default section their category maps to: positives.
 
@@ -43,8 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from guard.judges.minilm import (PAIR_FEATURES, READER, SCOPE_FEATURES, SMALL_TALK, TRAIN_POLICIES, SectionIndex,
-                                 SectionProto,
+from guard.judges.minilm import (PAIR_FEATURES, READER, SCOPE_FEATURES, TRAIN_POLICIES, SectionIndex, SectionProto,
                                  pair_features, reader_training_policies, scope_features)
 from guard.types import Decision
 
@@ -76,6 +76,12 @@ def _pick(texts: list[str], n: int, salt: str) -> list[str]:
     return sorted(texts, key=lambda t: hashlib.sha256(f"{salt}:{t}".encode()).digest())[:n]
 
 
+# the policies added in this release train the stay-on-topic model only: as pair rows they (with the labelled
+# prompts and small talk) moved the default spec's harm sections, which the public sets measure (moderation
+# F1 0.680 -> 0.661, HarmBench 0.919 -> 0.909 held out), for no gain on operator policies beyond the rules'
+SCOPE_ONLY = {"tp-mobile", "tp-gym", "tp-market", "tp-food", "tp-diy", "tp-rental"}
+
+
 def training_prompts() -> dict[str, list[tuple[str, int]]]:
     """Our labelled prompts for the training policies (``data/train_policies/*.jsonl``: requests written for
     this project, not copies of a policy's examples): {section id: [(text, 1 if it breaches the section
@@ -98,14 +104,12 @@ def training_specs():
 
 
 def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, str | None, int]]] | None = None,
-          background: np.ndarray | None = None, harm=None, prompts: dict[str, list[tuple[str, int]]] | None = None,
-          small_talk: list[str] | None = None):
+          background: np.ndarray | None = None, harm=None, prompts: dict[str, list[tuple[str, int]]] | None = None):
     """(features, label, group) rows for the pair model and for the scope model. ``prompts`` (see
-    ``training_prompts``): each policy's labelled requests against every section of the policy, a breach
-    positive for its own section only (and for a stay-on-topic section: off topic when it is that
-    section's, on topic otherwise); ``small_talk``: negatives for every section."""
+    ``training_prompts``): each policy's labelled requests against its stay-on-topic section, off topic
+    when they are that section's, on topic otherwise. Sections of the ``SCOPE_ONLY`` policies give
+    stay-on-topic rows only."""
     public, prompts = public or {}, prompts or {}
-    st = embed(small_talk) if small_talk else np.zeros((0, 384), np.float32)
     pair_x, pair_y, pair_g, scope_x, scope_y, scope_g = [], [], [], [], [], []
     ev = embed(everyday) if everyday else np.zeros((0, 384), np.float32)
     ev_h = harm(ev) if len(ev) else np.zeros(0)
@@ -122,6 +126,8 @@ def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, s
             if s.decision in (None, Decision.allow):
                 continue
             scope = p.scope is not None
+            if not scope and s.policy in SCOPE_ONLY:
+                continue
             xs, ys, gs = (scope_x, scope_y, scope_g) if scope else (pair_x, pair_y, pair_g)
             feats = (lambda q, x, hx: scope_features(q, x)) if scope else pair_features
             for (s2, ex), v, hv in zip(examples, ex_v, ex_h):
@@ -135,12 +141,10 @@ def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, s
                         xs.append(feats(p, v[None, :], hv[None])[0]), ys.append(1), gs.append("other:1")
                 else:
                     xs.append(feats(p, v[None, :], hv[None])[0]), ys.append(0), gs.append("other:0")
-            if len(ask_v):
+            if len(ask_v) and scope:  # (the stay-on-topic model only: as pair rows they moved the default spec's
+                # harm sections, whose readings the public sets measure: moderation F1 -0.01 to -0.02)
                 lab = [int(y and s2 == sid) for s2, _, y in asked]
                 xs.extend(feats(p, ask_v, ask_h)), ys.extend(lab), gs.extend([f"prompts:{y}" for y in lab])
-            if len(st) and not scope:  # (not for stay-on-topic sections: far from everything, small talk
-                # taught the scope model that a text far from ordinary requests is on topic)
-                xs.extend(feats(p, st, harm(st))), ys.extend([0] * len(st)), gs.extend(["small_talk:0"] * len(st))
             pick = _pick(list(range(len(everyday))), EVERYDAY_PER_SECTION, sid) if len(ev) else []
             if pick:
                 f = feats(p, ev[pick], ev_h[pick])
@@ -187,7 +191,7 @@ def fit_reader(embed, everyday: list[str], public=None, out: Path = READER, extr
     from guard.judges.minilm import HarmModels
 
     harm = HarmModels().input.prob
-    (px, py, pg), (sx, sy, sg) = pairs(embed, specs, everyday, public, background, harm, training_prompts(), SMALL_TALK)
+    (px, py, pg), (sx, sy, sg) = pairs(embed, specs, everyday, public, background, harm, training_prompts())
     pw, sw = _group_weights(py, pg), _group_weights(sy, sg)
     pc, pb = fit_logistic(px, py, pw, l2=0.1)
     sc, sb = fit_logistic(sx, sy, sw, l2=0.1)
