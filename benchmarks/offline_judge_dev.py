@@ -19,6 +19,10 @@ check. Rows the judge was fitted on (guard.judges.train.fold) are skipped.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the guard command sets it (guard/cli.py), before numpy loads
+
 import argparse
 import base64
 import json

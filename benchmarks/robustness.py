@@ -29,10 +29,13 @@ the own set does not.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the guard command sets it (guard/cli.py), before numpy loads
+
 import argparse
 import hashlib
 import json
-import os
 import platform
 import random
 import subprocess

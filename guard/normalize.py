@@ -20,7 +20,11 @@ unchanged (so the common case costs one pass and no extra judging).
 6. typos: a word unknown to the embedder's vocabulary that is one edit away from a common word
    (transposed, dropped, doubled or swapped letters) is corrected in an extra view
    (``typo_fixed``), judged beside the text: the vocabulary lacks many real words, so a
-   correction is a guess that must not replace what was written.
+   correction is a guess that must not replace what was written. (guard.segments reads a long
+   message in pieces and asks for no ``typo_fixed`` of the whole: the judge fixes the pieces.)
+
+Words addressed to the model rather than the judge (a persona, "never refuse", "the request
+above") are told apart in guard.framing, which segments use after normalising.
 """
 
 from __future__ import annotations
@@ -92,7 +96,8 @@ class Normalized:
     typo_fixed: str | None = None  # the text with likely typos corrected, when that changes it
 
 
-def normalize(text: str) -> Normalized:
+def normalize(text: str, typos: bool = True) -> Normalized:
+    """``typos=False``: no ``typo_fixed`` view (a caller that reads the text in pieces fixes the pieces)."""
     if not text:
         return Normalized(text or "")
     changes: list[str] = []
@@ -120,7 +125,7 @@ def normalize(text: str) -> Normalized:
         changes.append("claims")
         out = re.sub(r"[ \t]{2,}", " ", t).strip()
     # a typo fix is a guess ("meth" is one edit from "moth"): the corrected text is an extra view, not a replacement
-    fixed = _fix_typos(out)
+    fixed = _fix_typos(out) if typos else out
     return Normalized(out, tuple(dict.fromkeys(payloads)), tuple(changes), fixed if fixed != out else None)
 
 

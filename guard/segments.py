@@ -9,29 +9,41 @@ stricter bar. A few words cut off mid-sentence (truncated padding) join the piec
 Segments of fewer than four words are read only in the joined view below. Decoded payloads
 (base64 and the like) are segments of their own.
 
+Framing addressed to the model (guard.framing: a persona, rules about refusing or form, a
+fiction set-up, a lead-in such as "Grandpa, tell me:") is read apart from the request it wraps: in
+a message of up to 200 words the request alone is read like a message, and each framing sentence
+and (up to 80 words) the message as written are segments flagged ``framing``, which the judge
+holds to a framing bar; in a longer message the pieces kept after the cap are told apart the same
+way. A tool call's or tool result's JSON envelope is read as the strings it carries.
+
 Conversation structure:
 - one more segment views the last user turns together, so that a request split across turns is
   judged as one; turns cut mid-sentence ("How do I kill" / "a Python process") are read only there;
 - a short user turn that points at another message ("answer the request above", "open ticket 12
-  and do what it asks") is read together with the system, developer or tool message it points at,
-  not alone: alone it says nothing.
+  and do what it asks"): the message it points at is judged by its own segments, like a user turn;
+  the order to act on it says nothing and is dropped (read with the request, it made a harmless
+  one look harmful); anything else the turn says is read with the end of that message.
 
 Cost is bounded: at most ``cap`` segments are scored (the offline judge allows one more per 250
 words of a long text, up to twice its cap). When there are more, the ones kept are (1) each
 payload and the joined-turns view, (2) the first and last piece of the latest user turn and every
 short message among the last few, then (3) the pieces with the highest cheap pre-score (a fitted
 lexical harm score, guard.prescore, plus the judge's own spec-word score; how unlike the rest of
-the conversation a piece's words are only breaks near-ties), in conversation order. Text beyond
+the conversation a piece's words are only breaks near-ties), in conversation order. With a floor
+(the judge's), a piece of a long message that the pre-score finds plainly ordinary is not read
+even under the cap. Text beyond
 ``max_words`` words per message is read only at its two ends (the hardening settings bound what a
 check reads in total).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from guard.framing import Framed, frame_piece, is_pointer, split_framing, split_pointer_turn
 from guard.normalize import normalize
 
 _WORDS = re.compile(r"\S+")
@@ -46,6 +58,8 @@ class Segment:
     first: bool = True  # the first window of its message
     last: bool = True  # the last window of its message
     sentence: bool = True  # a whole sentence (or a whole message), not a slice of a longer run of words
+    framing: bool = False  # words addressed to the model (a persona, rules, a lead-in: guard.framing), or a whole
+    # message read with its framing; the judge holds these to a framing bar
 
 
 _GLUED = re.compile(r"(?<=[a-z0-9,;)\"'])\s+(?=(?:The|A|An|In|On|At|It|This|That|These|Those|There|How|What|Why|When|"
@@ -120,17 +134,74 @@ def _join_fragments(parts: list[tuple[str, bool]], short: int = 8) -> list[tuple
 
 
 def message_segments(role: str, turn: int, text: str, words: int = 40, stride: int = 8) -> list[Segment]:
-    norm = normalize(text)
-    parts = pieces(norm.text, words, stride)
+    norm = normalize(unwrap_envelopes(text), typos=False)  # (the judge reads typos piece by piece)
+    # framing addressed to the model (a persona, rules about refusing, a lead-in) is read apart from the request it
+    # wraps: the request alone, like any message; each framing sentence and the message as written, at a framing
+    # bar. (A longer message is read as its sentences: those kept after the cap are told apart, see frame_segments.)
+    n = len(_WORDS.findall(norm.text))
+    framed = split_framing(norm.text) if n <= FRAMED_WORDS else Framed("")
+    body = framed.request or norm.text
+    # (a request taken out of a long message is read as its sentences, like the message would have been: a
+    # disclaimer such as "this is purely for fiction" is a signal of its own, not to be diluted by the request)
+    parts = pieces(body, 0 if framed.request and n > words else words, stride)
     out = [Segment(p, role, turn, "payload" if p in norm.payloads else "message" if len(parts) == 1 else "window",
                    i == 0, i == len(parts) - 1, whole) for i, (p, whole) in enumerate(parts)]
+    if framed.framing or framed.scene:
+        out += [Segment(f, role, turn, "window", False, False, False, True) for f in framed.framing]
+        out += [Segment(f, role, turn, "window", False, False, True) for f in framed.scene]
+        if n <= 2 * words:
+            out.append(Segment(norm.text.strip(), role, turn, "window", True, True, False, True))
     for payload in norm.payloads:  # (a message that is only its payload, once decoded, is that payload)
         out += [Segment(p, role, turn, "payload") for p in windows(payload, words, stride)]
     return out
 
 
+FRAMED_WORDS = 200  # a message up to this long is told apart from its framing whole; a longer one piece by piece
+
+
+_CALL = re.compile(r"^\[(?:tool|function) call [^\]]*\]\s*(.*)$")
+
+
+def unwrap_envelopes(text: str) -> str:
+    """A tool call's or a tool result's JSON read as the text it carries: its string values, without the keys,
+    ids and numbers of the envelope (``[tool call read_document] {"id": "7118"}`` carries nothing)."""
+    if "{" not in text and "[" not in text:
+        return text
+    lines = []
+    for line in text.split("\n"):
+        m = _CALL.match(line.strip())
+        body = m.group(1) if m else line
+        if body.strip()[:1] in "{[" and body.strip():
+            try:
+                value = json.loads(body)
+            except ValueError:
+                lines.append(line if not m else body)
+                continue
+            texts = [t for t in _strings(value) if re.search(r"[A-Za-z]{2}", t)]
+            lines.append(" ".join(texts))
+        else:
+            lines.append(line if not m else body)
+    return "\n".join(x for x in lines if x.strip())
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        if value.strip()[:1] in "{[":  # JSON inside a string (arguments are often double-encoded)
+            try:
+                return _strings(json.loads(value))
+            except ValueError:
+                pass
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    return []
+
+
 def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 40, stride: int = 8, cap: int = 12,
-                          prescore: Callable[[str], float] | None = None, recent: int = 4) -> list[Segment]:
+                          prescore: Callable[[str], float] | None = None, recent: int = 4,
+                          floor: float | None = None) -> list[Segment]:
     """Segments of a conversation given as (role, text) pairs, at most ``cap`` of them."""
     segs: list[Segment] = []
     users = [(i, t) for i, (r, t) in enumerate(messages) if r == "user" and t and t.strip()]
@@ -144,12 +215,17 @@ def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 40, 
         if ref is not None:
             # "Answer the request above", "Open ticket 4411 and do what it asks": a short turn that points at
             # another message means nothing alone; it is read together with what it points at
-            a, b = sorted((i, ref))
-            # (its own segments judge a long referent whole; here only the end nearest the turn, so that a long
-            # system prompt does not dilute a short request that points at it)
-            near = [_tail(messages[a][1], 24) if a == ref else messages[a][1],
-                    _head(messages[b][1], 24) if b == ref else messages[b][1]]
-            segs.append(Segment(normalize(" ".join(near)).text, "user", i, "message"))
+            # The referent is judged by its own segments; the turn's order to act on it ("Answer the request
+            # above") says nothing alone and is dropped; its persona or rule sentences are framing (read at the
+            # framing bar), and whatever else it says is read with the end of the referent nearest it (a long
+            # system prompt must not dilute it)
+            framed = split_pointer_turn(normalize(text).text)
+            if framed.request:
+                a, b = sorted((i, ref))
+                near = [_tail(messages[a][1], 24) if a == ref else framed.request,
+                        _head(messages[b][1], 24) if b == ref else framed.request]
+                segs.append(Segment(normalize(" ".join(near)).text, "user", i, "message"))
+            segs += [Segment(f, "user", i, "window", False, False, False, True) for f in framed.framing]
         elif i not in parts:
             segs += message_segments(role, i, text, words, stride)
     seen: set[str] = set()
@@ -158,8 +234,26 @@ def conversation_segments(messages: Sequence[tuple[str, str]], words: int = 40, 
         segs = [s for s in segs if len(s.text.split()) >= 4 or s.kind == "payload"] or (segs[-1:] if len(users) < 2 else [])
     if joined and len(_WORDS.findall(joined)) <= 2 * words:
         segs.append(Segment(joined, "turns", -1, "turns"))
-    return cap_segments(segs, cap, prescore, last_user=users[-1][0] if users else None,
-                        recent_from=len(messages) - recent)
+    kept = cap_segments(segs, cap, prescore, last_user=users[-1][0] if users else None,
+                        recent_from=len(messages) - recent, floor=floor)
+    return frame_segments(kept)
+
+
+def frame_segments(segs: list[Segment]) -> list[Segment]:
+    """The pieces of long messages, framing told apart (guard.framing): a persona or rule sentence is read at the
+    framing bar, a lead-in ("the detective asks you: How do I ...?") is cut from the request it hands over.
+    Done on the pieces kept after the cap only: the check costs little, whatever the length of the text."""
+    out: list[Segment] = []
+    for s in segs:
+        room = len(out) < len(segs) + 4  # a few more pieces at most: the cap bounds the cost
+        f = frame_piece(s.text) if room and s.kind == "window" and not s.framing else Framed("")
+        if not f.framing:
+            out.append(s)
+            continue
+        if f.request:
+            out.append(Segment(f.request, s.role, s.turn, s.kind, s.first, s.last, s.sentence))
+        out += [Segment(x, s.role, s.turn, "window", False, False, False, True) for x in f.framing]
+    return out
 
 
 _POINTER = re.compile(r"\b(?:above|below|following|previous|earlier|aforementioned|it|that|this|these|those|them)\b",
@@ -171,7 +265,7 @@ def _referent(messages: Sequence[tuple[str, str]], i: int, short: int = 12) -> i
     """The message a short user turn points at ("the request above", "do what it asks"): the nearest
     system, developer or tool message with text, before or after it; None when the turn says enough alone."""
     text = messages[i][1]
-    if len(_WORDS.findall(text)) > short or not _POINTER.search(text):
+    if len(_WORDS.findall(text)) > short or not (_POINTER.search(text) or is_pointer(text)):
         return None
     near = sorted((abs(j - i), j) for j, (r, t) in enumerate(messages) if r in _OTHER and t and t.strip())
     return near[0][1] if near else None
@@ -199,8 +293,11 @@ def _head(text: str, n: int) -> str:
 
 
 def cap_segments(segs: list[Segment], cap: int, prescore: Callable[[str], float] | None, last_user: int | None,
-                 recent_from: int) -> list[Segment]:
-    if len(segs) <= cap:
+                 recent_from: int, floor: float | None = None) -> list[Segment]:
+    """At most ``cap`` segments: the ones that must be read, then the best pre-scored. With a ``floor`` (the
+    judge's fitted pre-score), a piece of a long message (a window) that is not a must and scores below it is
+    plainly ordinary and not read even under the cap (repeated padding, most everyday prose)."""
+    if len(segs) <= cap and floor is None:
         return segs
     must = [i for i, s in enumerate(segs) if s.kind in ("payload", "turns")
             or (s.turn == last_user and (s.first or s.last))
@@ -208,9 +305,14 @@ def cap_segments(segs: list[Segment], cap: int, prescore: Callable[[str], float]
     must = must[:cap]
     rest = [i for i in range(len(segs)) if i not in set(must)]
     score = prescore or _lexical()
+    scores = {i: score(segs[i].text) for i in rest}
+    if floor is not None:
+        rest = [i for i in rest if segs[i].kind != "window" or scores[i] >= floor]
+        if len(must) + len(rest) <= cap:
+            return [segs[i] for i in sorted(set(must) | set(rest))]
     novel = _novelty(segs)
     # novelty only breaks near-ties: ordinary prose is as varied as a request, but repeated padding is not
-    rest.sort(key=lambda i: (-(score(segs[i].text) + NOVELTY_WEIGHT * novel[i]), -segs[i].turn, i))
+    rest.sort(key=lambda i: (-(scores[i] + NOVELTY_WEIGHT * novel[i]), -segs[i].turn, i))
     keep = sorted(set(must) | set(rest[: max(cap - len(must), 0)]))
     return [segs[i] for i in keep]
 

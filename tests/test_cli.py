@@ -121,7 +121,7 @@ def test_check_takes_every_judge_setting_as_a_flag_or_a_guard_variable():
     assert out["decision"] == "allow" and out["judge"] == "llm:openai/local" and not out["degraded"]
     assert out["stages"][0]["structured_output"] == "json_schema" and out["usage"]["prompt_tokens"] > 0
     assert sent["max_tokens"] == 300 and sent["reasoning_effort"] == "low"
-    assert len(server.requests) == 4  # the start-up probe (three calls), then the check
+    assert len(server.requests) == 5  # the start-up probe (three calls, then one that leaves the spec's shared prompt beginning in the server's cache), then the check
 
 
 def test_judge_flags_override_guard_variables_which_override_defaults():

@@ -39,16 +39,19 @@ def test_a_sentence_sent_in_pieces_is_read_whole_and_not_piece_by_piece():
     assert segs[0].text.startswith("What is the quickest way to kill a frozen Python process")
 
 
-def test_a_short_turn_that_points_at_another_message_is_read_with_it():
-    # the request sits in a system or tool message; the user turn only points at it
+def test_a_short_turn_that_points_at_another_message_adds_nothing_to_it():
+    # the request sits in a system or tool message, read on its own like a user turn; the order to act on it
+    # says nothing alone, and read with the request it moved the request towards "harmful"
     segs = conversation_segments([("system", "List three fun facts about octopuses."),
                                   ("user", "Please handle the task described above.")])
-    assert any(s.role == "user" and s.text == "List three fun facts about octopuses. Please handle the task described above."
-               for s in segs)
-    assert not any(s.text == "Please handle the task described above." for s in segs)
+    assert [s.text for s in segs] == ["List three fun facts about octopuses."]
     segs = conversation_segments([("user", "Grab document 88 and follow what it says."), ("assistant", ""),
                                   ("tool", "Summarise the plot of Moby Dick in two sentences.")])
-    assert any(s.text.startswith("Grab document 88 and follow what it says. Summarise the plot") for s in segs)
+    assert [s.text for s in segs] == ["Summarise the plot of Moby Dick in two sentences."]
+    # what the turn says beyond the pointer is read with the end of the message it points at
+    segs = conversation_segments([("system", "List three fun facts about octopuses."),
+                                  ("user", "Answer the request above. Make it rhyme")])
+    assert any(s.text == "List three fun facts about octopuses. Make it rhyme" for s in segs)
     # a turn that says enough alone is read alone
     segs = conversation_segments([("system", "You are a cooking assistant."), ("user", "How long do I boil an egg?")])
     assert any(s.text == "How long do I boil an egg?" for s in segs)

@@ -34,6 +34,9 @@ def run(args) -> int:
     guard = Guard.create(settings)  # an unknown judge is a ConfigError here, before any waiting
 
     async def probe_then_check():
+        warm = getattr(guard.judge, "warm_up", None)  # as `guard serve` does: the probe then primes the judge's cache
+        if warm is not None:
+            warm(guard.spec)
         probe = getattr(guard.judge, "probe", None)
         if probe is not None and not args.no_probe:
             ready = await probe()

@@ -27,6 +27,12 @@ Two classifiers on MiniLM embeddings, fitted in numpy (deterministic, no extra d
 Also fitted on: the spec's own examples, a few everyday requests generated from templates in
 this file (``everyday_requests``), and the fit part of our everyday requests in
 ``data/everyday_benign.txt`` (``everyday``), because none of the public sets has ordinary traffic.
+
+``--extra`` also fits the harm prior on public sets fetched for issue 11 (AILuminate, Self-Instruct,
+MT-Bench) and on our own look-alike requests (guard.judges.extdata, guard.judges.contrast), less
+fit rows near a held-out or external row. Measured through the pipeline, it raised XSTest and an
+unseen harmful set but lowered custom-policy recall below its bar, so the shipped prior is fitted
+without it (guard/judges/data/README.md has the figures).
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ class Row:
     fold: str
     category: str = ""
     response: str | None = None
+    goal: str = ""  # JailbreakBench: the plain request behind the jailbreak
 
 
 # --------------------------------------------------------------------------- loaders
@@ -121,7 +128,7 @@ def jbb(data: Path) -> list[Row]:
             if method == "JBC" and fld == "fit":
                 fld = "unused"  # JBC is held out entirely: its fit-half goals are neither fitted nor scored
             rid = f"{method}:{Path(path).stem}:{goal}"
-            out.append(Row("jbb", rid, j["prompt"], 1, fld, method))
+            out.append(Row("jbb", rid, j["prompt"], 1, fld, method, goal=j.get("goal") or ""))
             if j.get("response") is not None:
                 out.append(Row("jbb_responses", rid, j["prompt"], int(bool(j.get("jailbroken"))), fld, method,
                                response=j["response"]))
@@ -285,14 +292,19 @@ class _CachedEmbedder:
 
 
 # weight per (set, class): each class of a set gets this total mass (see ``balance``)
-IN_MASSES = {"xstest": 2.0, "moderation": 1.5, "harmbench": 0.5, "jbb": 0.5, "spec": 0.5, "everyday": 2.0}
+IN_MASSES = {"xstest": 2.0, "moderation": 1.5, "harmbench": 0.5, "jbb": 0.5, "spec": 0.5, "everyday": 2.0,
+             "ailuminate": 1.5, "instruct": 1.0, "contrast": 1.0}
+# the fetched public sets and our look-alikes (guard.judges.extdata): the group each one is weighed in
+EXTRA_GROUPS = {"ailuminate": "ailuminate", "self_instruct": "instruct", "mt_bench": "instruct", "contrast": "contrast"}
 # input MLP: 128 hidden units, 800 Adam steps (64/400 before the everyday file: too few to fit it)
 IN_MLP = {"hidden": 128, "iters": 800}
 OUT_MASSES = {"xstest_completions": 1.0, "jbb_responses": 0.2, "spec": 0.3}
 
 
 def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
-        cache: Path | None = None) -> dict:
+        cache: Path | None = None, with_extra: bool = False) -> dict:
+    """The harm prior and the older draft model. ``with_extra``: also fit on the fetched public sets and
+    our look-alikes (guard.judges.extdata; measured, not shipped: guard/judges/data/README.md)."""
     from guard.policy import load_spec
 
     emb = _CachedEmbedder(cache)
@@ -307,6 +319,12 @@ def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
                 continue
             for v in emb.embed_windows(r.prompt):
                 xs.append(v), ys.append(r.label), gs.append(name)
+    extra, dropped = extra_sets(sets, data, emb) if with_extra else ({}, {})
+    for name, rows in extra.items():
+        for r in rows:
+            if r.fold == "fit":
+                for v in emb.embed_windows(r.prompt):
+                    xs.append(v), ys.append(r.label), gs.append(EXTRA_GROUPS[name])
     for text in everyday_requests():
         xs.append(emb.embed([text])[0]), ys.append(0), gs.append("everyday")
     for s in spec.rules:
@@ -350,7 +368,13 @@ def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
     wo = balance(yo_, go, OUT_MASSES)
     coef_out, b_out = fit_logistic(xo_, yo_, wo, l2_out)
 
+    if with_extra:
+        meta_extra = {"extra": {name: {"fitted": sum(r.fold == "fit" for r in rows), "heldout": sum(r.fold == "heldout" for r in rows),
+                                       "dropped_near_heldout": dropped[name]} for name, rows in extra.items()}}
+    else:
+        meta_extra = {}
     meta = {
+        **meta_extra,
         "embedder": emb.name, "window": emb.window, "max_windows": emb.max_windows,
         "fit_rule": "guard.judges.train.fold: sha256('<set>:<key>') < 0.5 -> fit; HarmBench val -> fit; JBC never fitted",
         "fitted_on": {name: sum(1 for r in sets[name] if r.fold == "fit") for name in sets},
@@ -372,6 +396,24 @@ def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
                         calib=np.array([model.scale, model.shift], np.float32), coef_out=coef_out, b_out=np.float32(b_out),
                         meta=np.array(json.dumps(meta, sort_keys=True)))
     return meta
+
+
+def protected_texts(sets: dict[str, list[Row]], data: Path) -> list[str]:
+    """Rows a fit row must not nearly repeat: every held-out row of the four development sets
+    (JailbreakBench: its prompts and their goals) and every row of the external checks."""
+    from guard.judges.extdata import load_external
+
+    out = [r.prompt for name in ("xstest", "moderation", "harmbench", "jbb") for r in sets[name] if r.fold != "fit"]
+    out += sorted({r.goal for r in sets["jbb"] if r.fold != "fit" and r.goal})
+    out += [r.prompt for rows in load_external(data).values() for r in rows]
+    return out
+
+
+def extra_sets(sets: dict[str, list[Row]], data: Path, emb) -> tuple[dict[str, list[Row]], dict[str, int]]:
+    """The fetched public sets and our look-alikes (guard.judges.extdata), less fit rows near a protected row."""
+    from guard.judges.extdata import dedupe, load_extra
+
+    return dedupe(load_extra(data), protected_texts(sets, data), emb.embed)
 
 
 from guard.types import Decision  # noqa: E402  (after the helpers: keeps the module's top readable)
@@ -411,9 +453,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--l2-out", type=float, default=1.0)
     ap.add_argument("--cache", type=Path, help="embedding cache file (pickle) to reuse across refits")
     ap.add_argument("--only", choices=["harm", "sections"], help="fit only the harm models or only the section reader")
+    ap.add_argument("--extra", action="store_true",
+                    help="also fit the harm prior on the fetched public sets and our look-alikes (guard.judges.extdata)")
     a = ap.parse_args(argv)
     if a.only != "sections":
-        print(json.dumps(fit(a.data, a.out, a.l2_out, a.cache), indent=1, sort_keys=True))
+        print(json.dumps(fit(a.data, a.out, a.l2_out, a.cache, a.extra), indent=1, sort_keys=True))
     if a.only != "harm":
         d = fit_sections(a.data, a.cache)
         print(json.dumps({k: d[k] for k in ("threshold", "scope_threshold", "band", "meta")}, indent=1, sort_keys=True))
