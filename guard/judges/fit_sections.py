@@ -9,10 +9,11 @@ similarities that mean the same for any section (guard.judges.minilm.PAIR_FEATUR
 fitted on pairs (section, text) from many policies:
 
 - every training spec (guard.judges.minilm.reader_training_policies): the default spec, the
-  example support bot, and the operator-style policies in ``data/train_policies/`` (travel
-  agency, car insurance, cookware brand, utility company, university admissions, game
-  community, legal-aid intake, real-estate agency: written for this project, none in the
-  domain of a benchmark policy in policies/examples/);
+  example support bot, and the fourteen operator-style policies in ``data/train_policies/``
+  (travel agency, car insurance, cookware brand, utility company, university admissions, game
+  community, legal-aid intake, real-estate agency, mobile carrier, fitness club, second-hand
+  marketplace, food delivery, home-improvement store, car rental: written for this project,
+  none in the domain of a benchmark policy in policies/examples/ or a test policy in tests/data/);
 - each section's own examples, left out one at a time (the example is scored against the
   section without it): action examples are positives, allow examples negatives (the hard
   negatives: look-alikes the section itself lists);
@@ -20,6 +21,13 @@ fitted on pairs (section, text) from many policies:
 - our everyday requests (``data/everyday_benign.txt``, fit fold only) against every section:
   negatives; for "stay on topic" sections they are positives (off topic for every training
   policy), and the policy's own allow examples are negatives;
+- our labelled prompts for the training policies (``data/train_policies/<policy>.jsonl``: requests
+  written for this project, not copies of the examples) against their policy's stay-on-topic
+  section: off-topic prompts positive, the rest (breaches of other sections and benign questions
+  on the policy's subject) negative. The pair model is not fitted on them, nor on the six
+  policies added in this release (``SCOPE_ONLY``): as pair rows they moved the default spec's
+  harm sections (held-out moderation F1 0.680 -> 0.661, HarmBench 0.919 -> 0.909) without a
+  gain on the operator benchmark beyond what the judge's rules gave;
 - the fit half of XSTest's safe prompts against the default spec: negatives; HarmBench ``val``
   behaviours against the default section their category maps to: positives.
 
@@ -61,11 +69,30 @@ def _loo(p: SectionProto, v: np.ndarray) -> SectionProto:
                         p.allow_ids, tight, None if p.scope is None else _drop_same(p.scope, v),
                         None if p.veto is None else _drop_same(p.veto, v), p.background, p.harm,
                         None if p.domain is None else _drop_same(p.domain, v),
-                        None if p.rule is None else _drop_same(p.rule, v))
+                        None if p.rule is None else _drop_same(p.rule, v), p.policy_harm)
 
 
 def _pick(texts: list[str], n: int, salt: str) -> list[str]:
     return sorted(texts, key=lambda t: hashlib.sha256(f"{salt}:{t}".encode()).digest())[:n]
+
+
+# the policies added in this release train the stay-on-topic model only: as pair rows they (with the labelled
+# prompts and small talk) moved the default spec's harm sections, which the public sets measure (moderation
+# F1 0.680 -> 0.661, HarmBench 0.919 -> 0.909 held out), for no gain on operator policies beyond the rules'
+SCOPE_ONLY = {"tp-mobile", "tp-gym", "tp-market", "tp-food", "tp-diy", "tp-rental"}
+
+
+def training_prompts() -> dict[str, list[tuple[str, int]]]:
+    """Our labelled prompts for the training policies (``data/train_policies/*.jsonl``: requests written for
+    this project, not copies of a policy's examples): {section id: [(text, 1 if it breaches the section
+    else 0)]}; a benign prompt is on its policy's subject (a hard negative for every section of its policy)."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for f in sorted(TRAIN_POLICIES.glob("*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                out.setdefault(r["section"], []).append((r["prompt"], int(r["label"] == "harmful")))
+    return out
 
 
 def training_specs():
@@ -77,9 +104,12 @@ def training_specs():
 
 
 def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, str | None, int]]] | None = None,
-          background: np.ndarray | None = None, harm=None):
-    """(features, label, group) rows for the pair model and for the scope model."""
-    public = public or {}
+          background: np.ndarray | None = None, harm=None, prompts: dict[str, list[tuple[str, int]]] | None = None):
+    """(features, label, group) rows for the pair model and for the scope model. ``prompts`` (see
+    ``training_prompts``): each policy's labelled requests against its stay-on-topic section, off topic
+    when they are that section's, on topic otherwise. Sections of the ``SCOPE_ONLY`` policies give
+    stay-on-topic rows only."""
+    public, prompts = public or {}, prompts or {}
     pair_x, pair_y, pair_g, scope_x, scope_y, scope_g = [], [], [], [], [], []
     ev = embed(everyday) if everyday else np.zeros((0, 384), np.float32)
     ev_h = harm(ev) if len(ev) else np.zeros(0)
@@ -88,11 +118,16 @@ def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, s
         examples = [(s, ex) for s in spec.rules for ex in s.examples if ex.response is None]
         ex_v = embed([ex.text for _, ex in examples])
         ex_h = harm(ex_v)
+        asked = [(sid, t, y) for sid in idx.protos for t, y in prompts.get(sid, [])]
+        ask_v = embed([t for _, t, _ in asked]) if asked else np.zeros((0, ex_v.shape[1]), np.float32)
+        ask_h = harm(ask_v) if len(ask_v) else np.zeros(0)
         for sid, p in idx.protos.items():
             s = p.section
             if s.decision in (None, Decision.allow):
                 continue
             scope = p.scope is not None
+            if not scope and s.policy in SCOPE_ONLY:
+                continue
             xs, ys, gs = (scope_x, scope_y, scope_g) if scope else (pair_x, pair_y, pair_g)
             feats = (lambda q, x, hx: scope_features(q, x)) if scope else pair_features
             for (s2, ex), v, hv in zip(examples, ex_v, ex_h):
@@ -106,6 +141,10 @@ def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, s
                         xs.append(feats(p, v[None, :], hv[None])[0]), ys.append(1), gs.append("other:1")
                 else:
                     xs.append(feats(p, v[None, :], hv[None])[0]), ys.append(0), gs.append("other:0")
+            if len(ask_v) and scope:  # (the stay-on-topic model only: as pair rows they moved the default spec's
+                # harm sections, whose readings the public sets measure: moderation F1 -0.01 to -0.02)
+                lab = [int(y and s2 == sid) for s2, _, y in asked]
+                xs.extend(feats(p, ask_v, ask_h)), ys.extend(lab), gs.extend([f"prompts:{y}" for y in lab])
             pick = _pick(list(range(len(everyday))), EVERYDAY_PER_SECTION, sid) if len(ev) else []
             if pick:
                 f = feats(p, ev[pick], ev_h[pick])
@@ -152,7 +191,7 @@ def fit_reader(embed, everyday: list[str], public=None, out: Path = READER, extr
     from guard.judges.minilm import HarmModels
 
     harm = HarmModels().input.prob
-    (px, py, pg), (sx, sy, sg) = pairs(embed, specs, everyday, public, background, harm)
+    (px, py, pg), (sx, sy, sg) = pairs(embed, specs, everyday, public, background, harm, training_prompts())
     pw, sw = _group_weights(py, pg), _group_weights(sy, sg)
     pc, pb = fit_logistic(px, py, pw, l2=0.1)
     sc, sb = fit_logistic(sx, sy, sw, l2=0.1)

@@ -11,11 +11,13 @@
   nearest allow example, which vetoes, and how tight the section's own examples are), so a
   section an operator writes in prose with a few examples is enforced without retraining.
   "Stay on topic" sections (everything except what the policy is for) are scored by distance
-  from the policy's in-scope texts instead (its overview, its allow examples and the items of
-  the allowed topics its sections list) and by how much nearer those are than ordinary requests.
+  from the policy's in-scope texts instead (its overview, its allow examples, the items of
+  the allowed topics its sections list, and small talk, which is never off topic) and by how
+  much nearer those are than ordinary requests.
 - ``domain_texts`` and ``rule_texts``: what a policy is for and what a section forbids, in the
   operator's own words; the offline judge asks an operator's rule for a text nearer the second
-  than the first (guard.judges.offline).
+  than the first (guard.judges.offline). A single word of a list ("maths", "cards") is a topic,
+  not a subject: a breach is as near it as an ordinary question, so it is left out.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ REFUSAL = re.compile(
     r"i'm not going to|i do not feel comfortable|i don't feel comfortable|cannot (?:provide|assist|help|fulfill))\b",
     re.I)
 
+# conversational turns any assistant takes, whatever its topic: in scope for every stay-on-topic section
+# (a greeting or a thank-you is far from any policy's subject, and from ordinary requests too)
+SMALL_TALK = ["Hello!", "Hi, can you help me?", "Thanks, that's all I needed.", "Thank you so much!", "Good morning.",
+              "Okay, got it.", "What can you help me with?", "Can I ask you a question?", "Sorry, I didn't understand that.",
+              "Great, thanks for your help.", "Bye for now!", "Could you say that again more simply?",
+              "Who am I talking to?", "Are you a real person or a bot?", "That didn't answer my question.",
+              "Can you explain that in more detail?", "Hey there", "Perfect, cheers!", "One more question, please.",
+              "Can I speak to a human?"]
+
 _ALLOWED_PARA = re.compile(r"^\s*(?:allowed|in scope|on topic)\s*:\s*(.+?)(?:\n\s*\n|\Z)", re.I | re.M | re.S)
 _NEGATED = re.compile(r"\b(?:not|never|no|refuse[sd]?|without|nor|cannot|won't|don't|doesn't|isn't)\b|n't\b", re.I)
 _CLAUSE = re.compile(r"\s*[,;:]\s*|\s+(?:and|or)\s+(?=\w+ing\b|how\b|what\b|where\b|when\b|which\b|why\b)")
@@ -64,7 +75,7 @@ def clauses(text: str) -> list[str]:
     out = []
     for c in _CLAUSE.split(" ".join(text.split())):
         c = re.sub(r"^(?:and|or|also|e\.g\.|including|such as)\s+", "", c.strip(" .-*()\"'"), flags=re.I).strip(" .()")
-        if len(c) >= 4:
+        if len(c) >= 4 and len(c.split()) >= 2:  # a single word ("maths", "cards") is a topic: a breach is near it too
             out.append(c)
     return out
 
@@ -173,7 +184,9 @@ class SectionProto:
 
 
 class SectionIndex:
-    """Every rule section of a spec, embedded once per spec version (plus any fitted extra examples)."""
+    """Every rule section of a spec, embedded once per spec version (plus any fitted extra examples).
+    ``operator_texts``: the operator policies' own words (their ``domain_texts`` and their rules' action
+    examples), or None for a spec of harm policies alone."""
 
     def __init__(self, spec, embed, extra: dict[str, list[tuple[str, str]]] | None = None,
                  background: np.ndarray | None = None, harm=None):
@@ -208,6 +221,12 @@ class SectionIndex:
         dom_v = {pol: embed(t) if t and policy_harm[pol] < 0.5 else None for pol, t in domains.items()}
         for p in self.protos.values():
             p.policy_harm, p.domain = policy_harm[p.section.policy], dom_v.get(p.section.policy)
+        # everything an operator's policy talks about, in its own words: what it is for and what its rules
+        # forbid (a default advice section yields to it: guard.judges.offline)
+        ops = [d for d in dom_v.values() if d is not None and len(d)]
+        ops += [p.action for p in self.protos.values() if p.policy_harm < 0.5 and not is_scope_section(p.section)
+                and p.section.decision not in (None, Decision.allow) and len(p.action)]
+        self.operator_texts = np.concatenate(ops) if ops else None
         for sid, p in self.protos.items():
             if not is_scope_section(p.section):
                 continue
@@ -215,6 +234,7 @@ class SectionIndex:
             texts = [f"{o.title}. {o.body}" for o in [overview_by_policy.get(s.policy)] if o is not None]
             texts += domains.get(s.policy, [])  # the overview's items, every Allowed list, the allow examples
             texts += [t for d, t in extra.get(sid, []) if d == "allow"]
+            texts += SMALL_TALK
             p.scope = embed(list(dict.fromkeys(texts))) if texts else None
 
 

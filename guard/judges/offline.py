@@ -12,12 +12,16 @@ Per check:
 2. **Sections decide.** For every retrieved rule section that calls for action, a fitted
    section reader (guard.judges.minilm.SectionReader) gives the probability that a segment
    falls under that section's definition, from the section's own prose and examples (allow
-   examples veto); "stay on topic" sections score distance from the policy's scope. Unless the
-   harm prior finds a segment harmful, a section needs evidence beyond topic: the segment must be
-   nearer the section's nearest action example than ordinary requests; a near repeat of one of
-   its action examples falls under it. An operator's rule also needs the segment nearer what
-   the section forbids (its examples, its definition) than what its policy says it is for (the
-   overview's items, the Allowed lists, the allow examples). A
+   examples veto); "stay on topic" sections score distance from the policy's scope. A section of
+   a policy about harm (the default spec) needs evidence beyond topic unless the harm prior finds
+   the segment harmful: the segment must be nearer the section's nearest action example than
+   ordinary requests, and, for a section about harm, the prior's agreement; a near repeat of one
+   of its action examples falls under it. An operator's rule (a section of a policy the prior
+   does not speak for, however harm-like its own examples) is read by its policy's yardstick
+   instead: the segment must be nearer what the section forbids (its examples, its definition)
+   than what its policy says it is for (the overview's items, the Allowed lists, the allow
+   examples). A default advice section (legal, medical, financial) yields to an operator
+   policy whose own words the segment is nearer. A
    section whose probability passes the threshold decides with its own decision; among
    several, the highest priority wins.
 3. **A harm prior** (the input model fitted on public sets) is one more input: a segment it
@@ -317,20 +321,33 @@ class OfflineJudge:
                 allow = (v @ p.veto.T).max(1) if p.veto is not None and len(p.veto) else np.full(len(v), -1.0)
                 repeat = (sims.max(1) >= self.repeat_at) & (sims.max(1) > allow)
                 probs = np.where(repeat, np.maximum(probs, thr + reader.band), probs)
-            if p.harm >= 0.5:  # a section about harm: the harm prior must agree the segment is not plainly benign
+            operator = p.policy_harm < 0.5  # a rule of an operator's policy, not of a policy about harm
+            if p.harm >= 0.5 and not operator:
+                # a section of a policy about harm: the harm prior must agree the segment is not plainly benign. Not
+                # asked of an operator's rule, however harm-like its examples read ("Refuse romance with children",
+                # "account security"): the operator's own yardstick below stands in for the prior there
                 probs = np.where(h >= self.corroborate_at, probs, np.minimum(probs, below))
             if sims is not None and p.scope is None and self.evidence != "none":
-                # evidence, not topic: unless the harm prior already finds it harmful, the segment must read
-                # closer to the section's own examples (its two nearest) than to ordinary requests; "explain
-                # how vaccines work" is near cbrn's topic but nearer still to everyday questions
+                # evidence, not topic: for a section of a policy about harm, unless the prior already finds it
+                # harmful, the segment must read closer to the section's own examples (its two nearest) than to
+                # ordinary requests; "explain how vaccines work" is near cbrn's topic but nearer still to everyday
+                # questions
                 near = np.sort(sims, 1)[:, -2:].mean(1) if self.evidence == "top2" else sims.max(1)
-                # and, for an operator's rule (one the harm prior does not speak for, so it cannot waive this
-                # either), nearer what the section forbids than what its own policy is for (the overview's
-                # items, the Allowed lists, the allow examples): "What's on my ballot?" is an election
-                # office's subject, not a breach of its non-partisan rule
-                operator = p.harm < 0.5 and p.policy_harm < 0.5
+                # and, for an operator's rule (the prior cannot waive this either), nearer what the section
+                # forbids than what its own policy is for (the overview's items, the Allowed lists, the allow
+                # examples): "What's on my ballot?" is an election office's subject, not a breach of its
+                # non-partisan rule
                 own = (forbid > allowed) if operator else np.ones(len(v), bool)
-                probs = np.where(((near > bg) | (h >= self.refuse_at)) & own, probs, np.minimum(probs, below))
+                if not operator and p.harm < 0.5 and idx.operator_texts is not None:
+                    # an advice section of a policy about harm (legal, medical, financial: a style, not a harm)
+                    # yields to an operator's policy whose own subject the text is: nearer the operator's words
+                    # (what it is for, what its rules forbid) than what the advice section covers, the operator's
+                    # sections decide ("Can you set up a standing order to pay my rent?" at a bank)
+                    own = own & (forbid >= (v @ idx.operator_texts.T).max(1))
+                # (an operator's rule brings its own yardstick, above: ordinary requests are far from any narrow
+                # subject, so nearness to them says little there)
+                evidence = (near > bg) | (h >= self.refuse_at) if not operator else np.ones(len(v), bool)
+                probs = np.where(evidence & own, probs, np.minimum(probs, below))
             k = int(np.argmax(probs))
             prec = p.action_ids[int(np.argmax(sims[k]))] if sims is not None else None
             out.append(_Hit(s, float(probs[k]), thr, segs[k], prec, sims.max(1) if sims is not None else None,
