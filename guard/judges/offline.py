@@ -105,7 +105,7 @@ class OfflineJudge:
     """Offline, deterministic. ``refuse_at``: harm prior at or above which a segment is refused;
     ``refuse_output_at``: the same for a draft; ``cap``: most segments scored per check."""
 
-    name = "offline:sections-v3"
+    name = "offline:sections-v4"
 
     def __init__(self, weights: Path | str = WEIGHTS, reader: Path | str = READER, embedder=None,
                  refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.9,
@@ -119,7 +119,7 @@ class OfflineJudge:
         self.policy_fit = Path(policy_fit) if policy_fit else None
         self.evidence, self.repeat_at = evidence, repeat_at
         if self.policy_fit:
-            self.name = f"offline:sections-v3+{self.policy_fit.stem}"
+            self.name = f"offline:sections-v4+{self.policy_fit.stem}"
         self._models: HarmModels | None = None
         self._reader: SectionReader | None = None
         self._fitted: _Fitted | None = None
