@@ -1,6 +1,7 @@
 """The guarded model. ``OpenAIUpstream`` speaks to any OpenAI-compatible server over one shared
-aiohttp session (the lean path: httpx was 4-8x slower under load, see the README's Dependencies section). Other providers go
-through ``LiteLLMUpstream``; a user's own function through ``guard.decorator.FunctionUpstream``."""
+aiohttp session (the lean path: httpx was 4-8x slower under load, see the README's Dependencies
+section). Other providers go through ``LiteLLMUpstream``; a user's own function through
+``guard.decorator.FunctionUpstream``."""
 
 from __future__ import annotations
 
