@@ -6,6 +6,7 @@ Deterministic and dependency-free, so that the same text always retrieves the sa
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SUFFIXES = ("ational", "ations", "ation", "ising", "izing", "ised", "ized", "ises", "izes", "ise", "ize",
@@ -20,6 +21,7 @@ will with would you your yours yourself yourselves i'm it's don't can't what's p
 """.split())
 
 
+@lru_cache(maxsize=1 << 16)  # retrieval and the pre-score see the same words again and again
 def stem(word: str) -> str:
     """Strip one common English suffix, then keep at most 6 characters (synthesise ~ synthesis)."""
     for suffix in _SUFFIXES:

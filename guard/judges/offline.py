@@ -50,10 +50,8 @@ import json
 import math
 import re
 import threading
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -602,61 +600,15 @@ PRESCORE_FLOOR = -1.0
 def _prescore(text: str, weights: dict[str, float]) -> float:
     """Which segments are worth a model run when there are more than the cap: the fitted lexical harm
     score (guard.prescore: hashed words and character n-grams, typo tolerant) plus half the overlap with
-    the words only the spec's action sections use (so an operator's own rule words count too). Computed
-    word by word from cached parts: a long text has a hundred pieces, and their words repeat."""
-    words = _LEX_WORD.findall(text.lower())
-    toks = [t for w in _TOK_WORD.findall(text.lower()) if (t := _stem(w))]
-    if not toks:
-        return 0.0
-    spec = sum(weights.get(t, 0.0) for t in toks) / math.sqrt(len(toks))
-    return _lexical_logit(words) + 0.5 * spec
-
-
-_LEX_WORD = re.compile(r"[a-z0-9']+")  # guard.prescore's words
-_TOK_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")  # guard.text's words
-
-
-@lru_cache(maxsize=1 << 16)
-def _stem(word: str) -> str:
-    """guard.text.tokens for one word: its stem, or "" for a stop word."""
-    from guard.text import STOPWORDS, stem
-
-    return "" if word in STOPWORDS else stem(word)
-
-
-def _lexical_logit(words: list[str]) -> float:
-    """guard.prescore.LexicalScorer.logit of a text given its words, from cached per-word and per-pair sums."""
+    the words only the spec's action sections use (so an operator's own rule words count too)."""
     from guard.prescore import scorer
 
-    lex = scorer()
-    if lex is None:
+    toks = tokens(text)
+    if not toks:
         return 0.0
-    if not words:
-        return lex.b
-    total, n = 0.0, 0
-    for w in words:
-        s, k = _word_weights(w)
-        total, n = total + s, n + k
-    for a, b in zip(words, words[1:]):
-        total += _pair_weight(a, b)
-        n += 1
-    return lex.b + total / math.sqrt(n)
-
-
-@lru_cache(maxsize=1 << 16)
-def _word_weights(w: str) -> tuple[float, int]:
-    from guard.prescore import DIM, scorer
-
-    p = f"<{w}>"
-    idx = [zlib.crc32(b"w" + w.encode())] + [zlib.crc32(b"c" + p[i:i + 4].encode()) for i in range(max(len(p) - 3, 1))]
-    return float(scorer().w[[h & (DIM - 1) for h in idx]].sum()), len(idx)
-
-
-@lru_cache(maxsize=1 << 16)
-def _pair_weight(a: str, b: str) -> float:
-    from guard.prescore import DIM, scorer
-
-    return float(scorer().w[zlib.crc32(f"b{a} {b}".encode()) & (DIM - 1)])
+    lex = scorer()
+    spec = sum(weights.get(t, 0.0) for t in toks) / math.sqrt(len(toks))
+    return (lex.logit(text) if lex is not None else 0.0) + 0.5 * spec
 
 
 def _where(seg: Segment) -> str:
