@@ -342,4 +342,6 @@ def novelty(texts: list[str]) -> list[float]:
         for w in d:
             df[w] = df.get(w, 0) + 1
     n = len(docs)
-    return [sum(math.log(n / df[w]) for w in d) / max(len(d), 1) for d in docs]
+    # fsum: a plain sum over a set depends on its iteration order, which PYTHONHASHSEED changes; pieces with the
+    # same words then differed in the last bit and a tie between them broke differently from one process to the next
+    return [math.fsum(math.log(n / df[w]) for w in d) / max(len(d), 1) for d in docs]

@@ -1,5 +1,6 @@
 """Segments: every role, overlapping windows, payloads, joined turns, a bounded count."""
 
+import os
 import base64
 
 from guard.segments import conversation_segments, windows
@@ -121,3 +122,20 @@ def test_a_long_request_sentence_is_read_whole_not_in_slices():
                "without the owner noticing?")
     parts = pieces(TOWN * 3 + request + " " + TOWN)
     assert (request, True) in parts
+
+
+def test_novelty_is_the_same_in_every_process_whatever_the_hash_seed():
+    # novelty breaks near-ties in the cap and picks the pieces dense retrieval reads: pieces with the same words must
+    # score exactly alike under any PYTHONHASHSEED, or a tie breaks differently from one process to the next
+    import subprocess
+    import sys
+
+    code = ("from guard.segments import novelty\n"
+            "t = ['free sex chat for short guys tonight in manchester', 'tonight in manchester guys short for chat sex free',"
+            " 'the weather is lovely today', 'a cup of tea by the window', 'rules for dating a cop online']\n"
+            "print([repr(x) for x in novelty(t * 3)])")
+    outs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                           capture_output=True, text=True, check=True).stdout for seed in range(6)}
+    assert len(outs) == 1
+    scores = eval(outs.pop())
+    assert scores[0] == scores[1]
