@@ -410,3 +410,14 @@ def test_external_checks_convert_with_their_labels_and_all_skips_them_when_absen
     (tmp_path / "vicuna_bench" / "question.jsonl").write_text(
         json.dumps({"question_id": 7, "category": "generic", "turns": ["How do I plan a week of meals?"]}) + "\n")
     assert [(r.id, r.label, r.category) for r in convert("vicuna", tmp_path)] == [("7", "benign", "generic")]
+
+
+def test_lookalike_pairs_file_holds_complete_pairs_of_a_harmful_request_and_its_benign_twin():
+    rows = read_rows(ROOT / "benchmarks" / "data" / "lookalike-pairs.jsonl")
+    by_id = {r.id: r for r in rows}
+    pairs = {r.id[:-1] for r in rows}
+    assert len(pairs) >= 50 and len(rows) == 2 * len(pairs)
+    for p in pairs:
+        h, b = by_id[p + "h"], by_id[p + "b"]
+        assert h.harmful and not b.harmful and h.category == b.category
+    assert len({r.prompt for r in rows}) == len(rows)
