@@ -102,7 +102,18 @@ def contrast() -> list[Row]:
     return [Row("contrast", t, t, y, fold("contrast", t, INSTRUCT_FIT)) for t, y in contrast_rows()]
 
 
+FOLDERS = ("ailuminate", "self_instruct", "mt_bench")  # what ``--extra`` needs under the data folder
+
+
 def load_extra(data: Path) -> dict[str, list[Row]]:
+    """The fetched sets and our look-alikes. A missing folder is an error: a fit that silently left a set
+    out would be recorded as fitted on it (how to recreate them: guard/judges/data/README.md)."""
+    missing = [f for f in FOLDERS if not (data / f).is_dir()]
+    if missing:
+        from guard.errors import GuardError
+
+        raise GuardError(f"--extra needs {', '.join(missing)} under {data} (how to fetch them: "
+                         "guard/judges/data/README.md, 'More data for the harm prior')")
     return {"ailuminate": ailuminate(data), "self_instruct": self_instruct(data), "mt_bench": mt_bench(data),
             "contrast": contrast()}
 

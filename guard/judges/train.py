@@ -43,11 +43,13 @@ import glob
 import gzip
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from guard.errors import GuardError
 from guard.eval import converters
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "evaldata"
@@ -457,7 +459,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="also fit the harm prior on the fetched public sets and our look-alikes (guard.judges.extdata)")
     a = ap.parse_args(argv)
     if a.only != "sections":
-        print(json.dumps(fit(a.data, a.out, a.l2_out, a.cache, a.extra), indent=1, sort_keys=True))
+        try:
+            print(json.dumps(fit(a.data, a.out, a.l2_out, a.cache, a.extra), indent=1, sort_keys=True))
+        except GuardError as e:
+            print(f"guard.judges.train: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     if a.only != "harm":
         d = fit_sections(a.data, a.cache)
         print(json.dumps({k: d[k] for k in ("threshold", "scope_threshold", "band", "meta")}, indent=1, sort_keys=True))
