@@ -22,8 +22,11 @@ Fitted on (never a held-out fold: ``guard.judges.train.fold``):
   evaluation's transforms (guard.eval.attacks).
 
 Features are ``output_features`` (prompt and view embeddings, their product, the view's refusal flag,
-the harm prior of both and interactions). The harm prior used for them is stored in the weights file
-with the draft model, so a refit of the input model (guard.judges.train) does not shift this one.
+the harm prior of both and interactions). The harm prior used for them at run time is stored in the
+weights file with the draft model, so a refit of the input model (guard.judges.train) does not shift
+this one. In fitting, each draft's features come from a copy of that prior fitted without its prompt
+(``crossfit_priors``): the shipped prior saw every fit prompt, and a model fitted on its readings of
+them trusts it more than new prompts warrant.
 The decision threshold: the judge refuses a draft at ``refuse_output_at`` (0.7); the model's intercept
 is shifted so that 0.7 falls where the best F1 lies on out-of-fold scores (2 folds by prompt, within
 the fit rows), each draft scored by its worst view.
