@@ -263,7 +263,7 @@ class OfflineJudge:
             p = m.output_prob(pv, v, refusal, lead)
             # content harmful whatever the prompt: at the draft's start (content_at), anywhere (later_content_at)
             at = self.content_at if i == 0 else self.later_content_at
-            if not refusal and c >= at:
+            if not refusal and c >= at and not _DECLINES.search(seg.text[:400]):
                 p = max(p, self._stretch(c, at))
             read.append(i), vecs.append(v), content.append(c), probs.append(p)
             if p >= self.refuse_output_at:
@@ -423,6 +423,12 @@ class OfflineJudge:
 
 # --------------------------------------------------------------------------- helpers
 
+
+# a refusal worded without "I" ("It's not appropriate or ethical to provide instructions on...") names the harm it
+# declines, so its words read as harmful content; the content rule (harm whatever the prompt) must not fire on it.
+# Not the draft model's refusal flag (minilm.REFUSAL): the model was fitted with that one
+_DECLINES = re.compile(r"\b(?:it'?s|it is|it would be) not (?:appropriate|ethical|responsible)"
+                       r"(?: (?:or|and|nor) (?:appropriate|ethical|safe|responsible|legal|respectful))? (?:for me )?to\b", re.I)
 
 _OPENING_WORDS = 96  # an opening is read as far as the embedder reads (128 tokens is about 96 words)
 

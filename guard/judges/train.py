@@ -312,40 +312,9 @@ def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
     emb = _CachedEmbedder(cache)
     sets = load_all(data)
     spec = load_spec()
-
-    # input stage: every window of every fit row
-    xs, ys, gs = [], [], []
-    for name in ("xstest", "moderation", "harmbench", "jbb", "everyday"):
-        for r in sets[name]:
-            if r.fold != "fit":
-                continue
-            for v in emb.embed_windows(r.prompt):
-                xs.append(v), ys.append(r.label), gs.append(name)
     extra, dropped = extra_sets(sets, data, emb) if with_extra else ({}, {})
-    for name, rows in extra.items():
-        for r in rows:
-            if r.fold == "fit":
-                for v in emb.embed_windows(r.prompt):
-                    xs.append(v), ys.append(r.label), gs.append(EXTRA_GROUPS[name])
-    for text in everyday_requests():
-        xs.append(emb.embed([text])[0]), ys.append(0), gs.append("everyday")
-    for s in spec.rules:
-        for ex in s.examples:
-            if ex.response is None:
-                harmful = ex.decision is Decision.refuse or (ex.decision is Decision.safe_complete and s.priority >= 60)
-                xs.append(emb.embed([ex.text])[0]), ys.append(int(harmful)), gs.append("spec")
-    x, y = np.stack(xs), np.array(ys, dtype=np.float64)
-    w = balance(y, gs, IN_MASSES)
-    model = fit_mlp(x, y, w, **IN_MLP)
-    # Platt calibration of the logit, fitted on out-of-fold logits (2 folds within the fit rows),
-    # so that confidence reflects how often the decision is right rather than the MLP's overfit
-    fold_of = np.array([int(hashlib.sha256(f"calib:{i}".encode()).digest()[0] & 1) for i in range(len(y))])
-    oof = np.zeros(len(y))
-    for f in (0, 1):
-        part = fit_mlp(x[fold_of != f], y[fold_of != f], w[fold_of != f], **IN_MLP)
-        oof[fold_of == f] = part.logit(x[fold_of == f])
-    coef, b = fit_logistic(oof[:, None], y, w, l2=1e-3)
-    model.scale, model.shift = float(coef[0]), float(b)
+    x, y, gs, _keys = prior_rows(sets, emb, spec, extra)
+    model = fit_prior(x, y, balance(y, gs, IN_MASSES))
 
     # output stage
     xo, yo, go = [], [], []
@@ -398,6 +367,47 @@ def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
                         calib=np.array([model.scale, model.shift], np.float32), coef_out=coef_out, b_out=np.float32(b_out),
                         meta=np.array(json.dumps(meta, sort_keys=True)))
     return meta
+
+
+def prior_rows(sets: dict[str, list[Row]], emb, spec, extra: dict[str, list[Row]] | None = None):
+    """The harm prior's training rows: every window of every fit row, the templates and the spec's
+    examples. Returns (x, y, groups, keys); ``keys`` names each row's source ("xstest:<id>",
+    "jbb:<goal>", else "") so that guard.judges.train_output can fit copies that never saw a prompt."""
+    xs, ys, gs, ks = [], [], [], []
+    for name in ("xstest", "moderation", "harmbench", "jbb", "everyday"):
+        for r in sets[name]:
+            if r.fold != "fit":
+                continue
+            key = f"xstest:{r.id}" if name == "xstest" else f"jbb:{r.id.rsplit(':', 1)[1]}" if name == "jbb" else ""
+            for v in emb.embed_windows(r.prompt):
+                xs.append(v), ys.append(r.label), gs.append(name), ks.append(key)
+    for name, rows in (extra or {}).items():
+        for r in rows:
+            if r.fold == "fit":
+                for v in emb.embed_windows(r.prompt):
+                    xs.append(v), ys.append(r.label), gs.append(EXTRA_GROUPS[name]), ks.append("")
+    for text in everyday_requests():
+        xs.append(emb.embed([text])[0]), ys.append(0), gs.append("everyday"), ks.append("")
+    for s in spec.rules:
+        for ex in s.examples:
+            if ex.response is None:
+                harmful = ex.decision is Decision.refuse or (ex.decision is Decision.safe_complete and s.priority >= 60)
+                xs.append(emb.embed([ex.text])[0]), ys.append(int(harmful)), gs.append("spec"), ks.append("")
+    return np.stack(xs), np.array(ys, dtype=np.float64), gs, ks
+
+
+def fit_prior(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> InputModel:
+    """The harm prior's MLP, Platt-calibrated on out-of-fold logits (2 folds within the rows), so that
+    confidence reflects how often the decision is right rather than the MLP's overfit."""
+    model = fit_mlp(x, y, w, **IN_MLP)
+    fold_of = np.array([int(hashlib.sha256(f"calib:{i}".encode()).digest()[0] & 1) for i in range(len(y))])
+    oof = np.zeros(len(y))
+    for f in (0, 1):
+        part = fit_mlp(x[fold_of != f], y[fold_of != f], w[fold_of != f], **IN_MLP)
+        oof[fold_of == f] = part.logit(x[fold_of == f])
+    coef, b = fit_logistic(oof[:, None], y, w, l2=1e-3)
+    model.scale, model.shift = float(coef[0]), float(b)
+    return model
 
 
 def protected_texts(sets: dict[str, list[Row]], data: Path) -> list[str]:

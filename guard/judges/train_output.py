@@ -22,8 +22,11 @@ Fitted on (never a held-out fold: ``guard.judges.train.fold``):
   evaluation's transforms (guard.eval.attacks).
 
 Features are ``output_features`` (prompt and view embeddings, their product, the view's refusal flag,
-the harm prior of both and interactions). The harm prior used for them is stored in the weights file
-with the draft model, so a refit of the input model (guard.judges.train) does not shift this one.
+the harm prior of both and interactions). The harm prior used for them at run time is stored in the
+weights file with the draft model, so a refit of the input model (guard.judges.train) does not shift
+this one. In fitting, each draft's features come from a copy of that prior fitted without its prompt
+(``crossfit_priors``): the shipped prior saw every fit prompt, and a model fitted on its readings of
+them trusts it more than new prompts warrant.
 The decision threshold: the judge refuses a draft at ``refuse_output_at`` (0.7); the model's intercept
 is shifted so that 0.7 falls where the best F1 lies on out-of-fold scores (2 folds by prompt, within
 the fit rows), each draft scored by its worst view.
@@ -46,7 +49,8 @@ from guard.judges.train import DEFAULT_DATA, balance, fit_logistic, load_all
 OUT = DATA / "draft_model.npz"
 DECIDE_AT = 0.7  # OfflineJudge.refuse_output_at
 WORDS, STRIDE, CAP = 40, 8, 8  # OfflineJudge's defaults, for draft_views
-MASSES = {"xstest_completions": 1.0, "jbb_responses": 0.2, "spec": 0.3, "wrapped": 0.6}
+MASSES = {"xstest_completions": 1.0, "jbb_responses": 0.6, "spec": 0.3, "wrapped": 0.6}
+L2 = 4.0
 
 # Our own wrappers (not guard.eval.attacks'): friendly openings and refusals that precede an answer.
 OPENERS = [
@@ -141,16 +145,17 @@ def drafts(data: Path) -> list[tuple[str, str, str, int, str]]:
     return out + wrapped
 
 
-def view_rows(items, embed, harm):
-    """Features of every view (x), its label (y), its draft's index (d), and per-view weight before balancing."""
+def view_rows(items, embed, harm_of):
+    """Features of every view (x), its label (y), its draft's index (d), and per-view weight before balancing.
+    ``harm_of(item)``: the harm prior to compute that draft's features with (one that never saw its prompt)."""
     from guard.judges.offline import draft_views
 
     xs, ys, ds, ws, groups, leads = [], [], [], [], [], []
-    for i, (group, prompt, draft, label, _key) in enumerate(items):
+    for i, (group, prompt, draft, label, key) in enumerate(items):
         views = draft_views(draft, WORDS, STRIDE, CAP)
         if not views:
             continue
-        pv = embed(prompt[-2000:] or " ")
+        pv, harm = embed(prompt[-2000:] or " "), harm_of(items[i])
         keep = [(s, ref, lead) for s, ref, lead in views
                 if not (label and ref) and not (label and group == "wrapped" and lead)]
         for s, ref, lead in keep:
@@ -205,19 +210,65 @@ def thresholds(oof: np.ndarray, leads: np.ndarray, ds: np.ndarray, items) -> tup
     return best
 
 
-def fit(data: Path = DEFAULT_DATA, out: Path = OUT, l2: float = 1.0, cache: Path | None = None) -> dict:
+PRIOR_FOLDS = 4  # cross-fitted copies of the harm prior, each blind to a quarter of the draft prompts
+
+
+def prompt_key(item) -> str:
+    """The harm prior's row key (guard.judges.train.prior_rows) of the prompt a draft answers."""
+    group, key = item[0], item[4]
+    if group in ("xstest_completions", "wrapped"):
+        return "xstest:" + key.split(":", 1)[1]
+    if group == "jbb_responses":
+        return "jbb:" + key.split(":", 1)[1]
+    return ""
+
+
+def prior_part(key: str) -> int:
+    return int(hashlib.sha256(f"prior:{key}".encode()).digest()[0]) % PRIOR_FOLDS
+
+
+def crossfit_priors(data: Path, cache: Path | None) -> list[InputModel]:
+    """Copies of the harm prior, fitted by its own recipe (guard.judges.train.prior_rows, fit_prior), each
+    without the XSTest prompts and JailbreakBench goals of one part. The shipped prior was fitted on every
+    fit-half prompt, so on them it is nearly always right (XSTest fit half: AUROC 1.000, held out 0.863):
+    a draft model fitted with its readings of those prompts learns to trust it more than it deserves. Each
+    draft's features are computed with the copy that never saw its prompt; at run time the shipped prior,
+    on prompts it never saw, reads like these copies."""
+    from guard.judges.train import IN_MASSES, _CachedEmbedder, fit_prior, prior_rows
+    from guard.policy import load_spec
+
+    emb = _CachedEmbedder(cache.with_name(cache.stem + "-prior" + cache.suffix) if cache else None)
+    x, y, gs, keys = prior_rows(load_all(data), emb, load_spec())
+    emb.save()
+    part = np.array([prior_part(k) if k else -1 for k in keys])
+    out = []
+    for k in range(PRIOR_FOLDS):
+        m = part != k
+        out.append(fit_prior(x[m], y[m], balance(y[m], [g for g, keep in zip(gs, m) if keep], IN_MASSES)))
+    return out
+
+
+def fit(data: Path = DEFAULT_DATA, out: Path = OUT, l2: float = L2, cache: Path | None = None,
+        crossfit: bool = True, masses: dict[str, float] | None = None) -> dict:
+    """``crossfit``: compute each draft's features with a copy of the harm prior that never saw its prompt
+    (``crossfit_priors``); without it, with the shipped prior (the release before, whose out-of-fold F1 on
+    the fit rows, 0.80, was not what held-out rows saw, 0.62)."""
+    masses = masses or MASSES
     with np.load(WEIGHTS, allow_pickle=False) as z:
         prior = {k: z[k] for k in ("w1", "b1", "w2", "b2", "calib")}
     inp = InputModel(prior["w1"], prior["b1"], prior["w2"], float(prior["b2"]), *map(float, prior["calib"]))
+    copies = crossfit_priors(data, cache) if crossfit else []
 
-    def harm(v):
-        return inp.prob(v[None, :])[0]
+    def harm_of(item):
+        key = prompt_key(item)
+        model = copies[prior_part(key)] if copies and key else inp  # the spec's examples with responses: not prior rows
+        return lambda v: model.prob(v[None, :])[0]
 
     embed = _Embed(cache)
     items = drafts(data)
-    x, y, ds, w0, groups, leads = view_rows(items, embed, harm)
+    x, y, ds, w0, groups, leads = view_rows(items, embed, harm_of)
     embed.save()
-    w = balance(y, groups, MASSES) * w0
+    w = balance(y, groups, masses) * w0
     w *= len(w) / w.sum()
     labels = np.array([it[3] for it in items])
     # out-of-fold worst-view logits, 2 folds by prompt, for the threshold
@@ -236,11 +287,13 @@ def fit(data: Path = DEFAULT_DATA, out: Path = OUT, l2: float = 1.0, cache: Path
         "fit_rule": "guard.judges.train.fold: fit halves only (XSTest completions by prompt, JailbreakBench by goal, "
                     "JBC never), the spec's examples with responses, and those fit drafts in our own wrappers",
         "drafts": {g: sum(1 for it in items if it[0] == g) for g in sorted({it[0] for it in items})},
-        "views": int(len(y)), "l2": l2, "masses": MASSES, "oof_f1_fit_rows": round(f1, 4),
+        "views": int(len(y)), "l2": l2, "masses": masses, "oof_f1_fit_rows": round(f1, 4),
         "oof_thresholds_logit": {"opening": round(t_lead, 4), "later_views": round(t_later, 4)},
         "oof_wrapped_harmful_kept": round(kept, 4), "min_wrapped_kept": MIN_KEPT,
         "views_per_draft": {"words": WORDS, "stride": STRIDE, "cap": CAP},
     }
+    if crossfit:
+        meta["prior_features"] = f"cross-fitted copies of the harm prior ({PRIOR_FOLDS} parts by prompt)"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, coef=coef, b=np.float32(b + shift_lead), b_later=np.float32(b + shift_later), **prior, meta=np.array(json.dumps(meta, sort_keys=True)))
     return meta
@@ -250,10 +303,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--l2", type=float, default=1.0)
+    ap.add_argument("--l2", type=float, default=L2)
     ap.add_argument("--cache", type=Path, help="embedding cache file (pickle) to reuse across refits")
+    ap.add_argument("--shipped-prior", action="store_true",
+                    help="features from the shipped harm prior, which saw every fit prompt (the release before)")
+    ap.add_argument("--jbb-mass", type=float, default=MASSES["jbb_responses"])
     a = ap.parse_args(argv)
-    print(json.dumps(fit(a.data, a.out, a.l2, a.cache), indent=1, sort_keys=True))
+    masses = {**MASSES, "jbb_responses": a.jbb_mass}
+    print(json.dumps(fit(a.data, a.out, a.l2, a.cache, not a.shipped_prior, masses), indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":
