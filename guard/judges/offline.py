@@ -97,13 +97,14 @@ class _Hit:
     forbid: np.ndarray | None = None  # per segment: similarity to the nearest of what the section forbids
     allowed: np.ndarray | None = None  # per segment: similarity to the nearest of what its policy is for
     prior_speaks: bool = False  # the section's policy is about harm (the prior finds most of its sections' examples harmful)
+    held: tuple[float, str] | None = None  # a reading over the threshold that a rule held back, and why (rationale)
 
 
 class OfflineJudge:
     """Offline, deterministic. ``refuse_at``: harm prior at or above which a segment is refused;
     ``refuse_output_at``: the same for a draft; ``cap``: most segments scored per check."""
 
-    name = "offline:sections-v4"
+    name = "offline:sections-v5"
 
     def __init__(self, weights: Path | str = WEIGHTS, reader: Path | str = READER, embedder=None,
                  refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.9,
@@ -117,7 +118,7 @@ class OfflineJudge:
         self.policy_fit = Path(policy_fit) if policy_fit else None
         self.evidence, self.repeat_at = evidence, repeat_at
         if self.policy_fit:
-            self.name = f"offline:sections-v4+{self.policy_fit.stem}"
+            self.name = f"offline:sections-v5+{self.policy_fit.stem}"
         self._models: HarmModels | None = None
         self._reader: SectionReader | None = None
         self._fitted: _Fitted | None = None
@@ -320,7 +321,9 @@ class OfflineJudge:
                 repeat = (sims.max(1) >= self.repeat_at) & (sims.max(1) > allow)
                 probs = np.where(repeat, np.maximum(probs, thr + reader.band), probs)
             operator = p.policy_harm < 0.5  # a rule of an operator's policy, not of a policy about harm
+            raw, why = probs.copy(), np.full(len(v), "", dtype=object)
             if p.harm >= 0.5 and not operator:
+                why[(h < self.corroborate_at) & (probs >= thr)] = "prior"
                 # a section of a policy about harm: the harm prior must agree the segment is not plainly benign. Not
                 # asked of an operator's rule, however harm-like its examples read ("Refuse romance with children",
                 # "account security"): the operator's own yardstick below stands in for the prior there
@@ -345,11 +348,13 @@ class OfflineJudge:
                 # (an operator's rule brings its own yardstick, above: ordinary requests are far from any narrow
                 # subject, so nearness to them says little there)
                 evidence = (near > bg) | (h >= self.refuse_at) if not operator else np.ones(len(v), bool)
+                why[(why == "") & ~evidence & (probs >= thr)] = "evidence"
+                why[(why == "") & ~own & (probs >= thr)] = "own"
                 probs = np.where(evidence & own, probs, np.minimum(probs, below))
             k = int(np.argmax(probs))
             prec = p.action_ids[int(np.argmax(sims[k]))] if sims is not None else None
             out.append(_Hit(s, float(probs[k]), thr, segs[k], prec, sims.max(1) if sims is not None else None,
-                            bool(repeat[k]), forbid, allowed, p.policy_harm >= 0.5))
+                            bool(repeat[k]), forbid, allowed, p.policy_harm >= 0.5, _held(raw, why, h, thr, self.corroborate_at)))
         return out
 
     def _decide(self, case: Case, hits: list[_Hit], harm: float, harm_seg: Segment, refuse_at: float,
@@ -413,9 +418,12 @@ class OfflineJudge:
         conf = _conf(harm, refuse_at, False, 0.0)
         if near is not None:
             conf = min(conf, _conf(near.prob, near.threshold, False, self.reader.band))
+            held = max((h for h in hits if h.held), key=lambda h: h.held[0], default=None)  # type: ignore[index]
+            closest = (f"[{held.section.id}] read it at {held.held[0]:.2f} against threshold {held.threshold:.2f}, but "
+                       f"{held.held[1]}" if held is not None and held.held else
+                       f"the closest reading is [{near.section.id}] ({near.prob:.2f} against threshold {near.threshold:.2f})")
             rationale = (f"The {what} is unlikely to be harmful (harm prior {harm:.2f}) and falls under no retrieved "
-                         f"section; the closest reading is [{near.section.id}] ({near.prob:.2f} against threshold "
-                         f"{near.threshold:.2f}).")
+                         f"section; {closest}.")
             return self._j(Decision.allow, (), (), rationale, conf)
         return self._j(Decision.allow, (), (), f"The {what} is unlikely to be harmful (harm prior {harm:.2f}) and no "
                          "retrieved section calls for action on it.", conf)
@@ -524,6 +532,20 @@ def _allowed_by_policy(hits: list[_Hit], k: int) -> bool:
     if not ours:
         return False
     return max(float(h.allowed[k]) for h in ours) > max(float(h.forbid[k]) for h in read)
+
+
+def _held(raw: np.ndarray, why: np.ndarray, harm: np.ndarray, thr: float, corroborate_at: float) -> tuple[float, str] | None:
+    """The section's best reading over its threshold that a rule held back, and the rule in words (None when none
+    was): a verdict that allows what the reader read as a breach says what overruled it."""
+    held = [i for i in range(len(raw)) if why[i]]
+    if not held:
+        return None
+    j = max(held, key=lambda i: raw[i])
+    reason = {"prior": f"the harm prior ({harm[j]:.2f}) does not corroborate it (a section of a policy about harm "
+                       f"needs {corroborate_at:.2f})",
+              "evidence": "the text reads nearer ordinary requests than the section's own examples",
+              "own": "the text reads nearer what its policy is for than what the section forbids"}[why[j]]
+    return float(raw[j]), reason
 
 
 def _match(h: _Hit, k: int) -> float:
