@@ -420,7 +420,7 @@ class OfflineJudge:
             conf = min(conf, _conf(near.prob, near.threshold, False, self.reader.band))
             held = max((h for h in hits if h.held), key=lambda h: h.held[0], default=None)  # type: ignore[index]
             closest = (f"[{held.section.id}] read it at {held.held[0]:.2f} against threshold {held.threshold:.2f}, but "
-                       f"{held.held[1]}" if held is not None and held.held else
+                       f"{held.held[1]}" if held else
                        f"the closest reading is [{near.section.id}] ({near.prob:.2f} against threshold {near.threshold:.2f})")
             rationale = (f"The {what} is unlikely to be harmful (harm prior {harm:.2f}) and falls under no retrieved "
                          f"section; {closest}.")
