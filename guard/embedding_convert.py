@@ -10,12 +10,19 @@ guard.embedding; the result is cached on disk) turns:
 - each weight ``MatMul`` into ``DynamicQuantizeLinear(x) -> MatMulInteger(x_q, w_q) -> Cast ->
   Mul(x_scale * w_scale)`` (dynamic int8 quantization of the activations, int8 weights).
 
+It also exposes the hidden states of layers 3 to 5 (``LAYER_OUTPUTS``) beside the last one: the
+harm prior reads them pooled (guard.embedding ``layers``), at no extra compute.
+
     python -m guard.embedding_convert SRC DST
 """
 
 from __future__ import annotations
 
 import sys
+
+# each transformer layer ends in a LayerNormalization; the embeddings' own comes first, so layer k's
+# output is layer_norm_{2k} (layer 6's is the graph's output, last_hidden_state)
+LAYER_OUTPUTS = ("layer_norm_6", "layer_norm_8", "layer_norm_10")
 
 
 def convert(src: str, dst: str) -> None:
@@ -86,6 +93,12 @@ def convert(src: str, dst: str) -> None:
     keep = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
     g.initializer.extend(keep)
+    produced = {o for n in g.node for o in n.output}
+    missing = [name for name in LAYER_OUTPUTS if name not in produced]
+    if missing:
+        raise SystemExit(f"{src}: no node produces {', '.join(missing)} (not the all-MiniLM-L6-v2 graph this expects)")
+    g.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["batch", "tokens", 384])
+                    for name in LAYER_OUTPUTS)
     onnx.checker.check_model(m)
     onnx.save(m, dst)
     print(f"rewrote {replaced_gather} embedding lookup(s) and {replaced_matmul} matmul(s)")

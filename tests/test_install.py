@@ -100,7 +100,6 @@ def test_the_wheel_installed_in_a_fresh_venv_works_from_any_directory(tmp_path):
         server.terminate()
         assert server.wait(timeout=30) == 0
     # four processes loaded the model: one converted copy, shared, and nothing else left behind
-    expected = subprocess.run([str(py), "-c", "from guard.embedding import _model_version as v, model_path as m; "
-                                              "print(f'minilm-int8-mmi-{v()}-{m().stat().st_size}.onnx')"],
+    expected = subprocess.run([str(py), "-c", "from guard.embedding import prepared_model_name; print(prepared_model_name())"],
                               capture_output=True, text=True).stdout.strip()
     assert [p.name for p in cache.iterdir()] == [expected]

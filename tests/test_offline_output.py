@@ -31,6 +31,10 @@ class RecordingEmbedder:
         self.asked += list(texts)
         return self.inner.embed(texts, window)
 
+    def layers(self, texts, window=None):
+        self.asked += list(texts)
+        return self.inner.layers(texts, window)
+
 
 @pytest.fixture(scope="module")
 def spec():

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from guard.judges.minilm import (PAIR_FEATURES, READER, SCOPE_FEATURES, TRAIN_POLICIES, SectionIndex, SectionProto,
-                                 pair_features, reader_training_policies, scope_features)
+                                 pair_features, prior_of_texts, reader_training_policies, scope_features)
 from guard.types import Decision
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -112,15 +112,15 @@ def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, s
     public, prompts = public or {}, prompts or {}
     pair_x, pair_y, pair_g, scope_x, scope_y, scope_g = [], [], [], [], [], []
     ev = embed(everyday) if everyday else np.zeros((0, 384), np.float32)
-    ev_h = harm(ev) if len(ev) else np.zeros(0)
+    ev_h = harm(everyday) if len(ev) else np.zeros(0)
     for spec in specs:
         idx = SectionIndex(spec, embed, background=background, harm=harm)
         examples = [(s, ex) for s in spec.rules for ex in s.examples if ex.response is None]
         ex_v = embed([ex.text for _, ex in examples])
-        ex_h = harm(ex_v)
+        ex_h = harm([ex.text for _, ex in examples])
         asked = [(sid, t, y) for sid in idx.protos for t, y in prompts.get(sid, [])]
         ask_v = embed([t for _, t, _ in asked]) if asked else np.zeros((0, ex_v.shape[1]), np.float32)
-        ask_h = harm(ask_v) if len(ask_v) else np.zeros(0)
+        ask_h = harm([t for _, t, _ in asked]) if len(ask_v) else np.zeros(0)
         for sid, p in idx.protos.items():
             s = p.section
             if s.decision in (None, Decision.allow):
@@ -155,7 +155,7 @@ def pairs(embed, specs, everyday: list[str], public: dict[str, list[tuple[str, s
                     continue
                 v = embed([t for t, _, _ in texts])
                 lab = [int(lab and sec == sid) for _, sec, lab in texts]
-                xs.extend(feats(p, v, harm(v))), ys.extend(lab), gs.extend([f"{name}:{y}" for y in lab])
+                xs.extend(feats(p, v, harm([t for t, _, _ in texts]))), ys.extend(lab), gs.extend([f"{name}:{y}" for y in lab])
     return ((np.array(pair_x), np.array(pair_y, float), pair_g), (np.array(scope_x), np.array(scope_y, float), scope_g))
 
 
@@ -181,8 +181,12 @@ def _threshold(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, floa
 
 
 def fit_reader(embed, everyday: list[str], public=None, out: Path = READER, extra_meta: dict | None = None,
-               background_texts: list[str] | None = None) -> dict:
+               background_texts: list[str] | None = None, layers=None) -> dict:
+    """``layers``: the embedder's pooled layers for the harm prior (default: the shared embedder's)."""
+    from guard.embedding import shared_embedder
     from guard.judges.train import fit_logistic
+
+    layers = layers or shared_embedder().layers
 
     specs = training_specs()
     background = embed(background_texts) if background_texts else None
@@ -190,7 +194,7 @@ def fit_reader(embed, everyday: list[str], public=None, out: Path = READER, extr
         np.save(out.with_name("section_background.npy"), background.astype(np.float16))
     from guard.judges.minilm import HarmModels
 
-    harm = HarmModels().input.prob
+    harm = prior_of_texts(HarmModels().input, layers)
     (px, py, pg), (sx, sy, sg) = pairs(embed, specs, everyday, public, background, harm, training_prompts())
     pw, sw = _group_weights(py, pg), _group_weights(sy, sg)
     pc, pb = fit_logistic(px, py, pw, l2=0.1)
@@ -232,7 +236,7 @@ def fit_policy(spec, rows: list[dict], out: Path, embedder=None) -> dict:
 
     emb = embedder or shared_embedder()
     reader = SectionReader()
-    harm = HarmModels().input.prob
+    harm = prior_of_texts(HarmModels().input, emb.layers)
     rules = {s.id: s for s in spec.rules}
     usable = [r for r in rows if r.get("stage", "input") == "input" and (r.get("text") or "").strip()]
     examples: dict[str, list[dict]] = {}
@@ -243,13 +247,13 @@ def fit_policy(spec, rows: list[dict], out: Path, embedder=None) -> dict:
     stock = SectionIndex(spec, emb.embed, None, reader.background, harm)
     idx = SectionIndex(spec, emb.embed, extra, reader.background, harm)
     v = emb.embed([r["text"] for r in usable]) if usable else np.zeros((0, 384), np.float32)
-    hv = harm(v) if len(v) else np.zeros(0)
+    hv = harm([r["text"] for r in usable]) if len(v) else np.zeros(0)
     thresholds, report = {}, {}
     for sid, p in idx.protos.items():
         s = p.section
         if s.decision in (None, Decision.allow) or not len(v) or sid not in examples:
             continue
-        bound = min(reader.calibrate(stock.protos[sid], harm), reader.calibrate(p, harm))
+        bound = min(reader.calibrate(stock.protos[sid]), reader.calibrate(p))
         own = np.array([r.get("section") == sid for r in usable])
         # a row of this section is scored without itself among the examples (left out, as the reader was fitted)
         probs = np.array([reader.score(_loo(p, v[i]) if own[i] else p, v[i:i + 1], hv[i:i + 1])[0][0]

@@ -1,6 +1,6 @@
 """The offline judge's fitted parts, on MiniLM embeddings (numpy only; fitted by guard.judges.train).
 
-- ``InputModel``: P(harmful request) from one segment embedding: the harm prior, one input
+- ``InputModel``: P(harmful request) from one segment's pooled layers: the harm prior, one input
   among others (a small MLP, Platt-calibrated).
 - the output model: P(harmful draft) from (prompt, draft segment) embeddings and a refusal flag.
 - ``SectionIndex`` and ``SectionReader``: how strongly a text falls under one section's
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from guard.embedding import DIM
 from guard.retrieval import is_scope_section
 from guard.types import Decision, PolicySection
 
@@ -115,22 +116,32 @@ def sigmoid(x):
 
 
 class InputModel:
-    """P(harmful request) from one window embedding: a one-hidden-layer MLP and a Platt calibration."""
+    """P(harmful request) from one window's features: a one-hidden-layer MLP and a Platt calibration.
+
+    The features are the embedder's ``layers`` rows (pooled layers 3-5, then the embedding); a model
+    fitted on the embedding alone (384 wide: the draft model's copy from before) reads the last 384."""
 
     def __init__(self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: float, scale: float = 1.0, shift: float = 0.0):
         self.w1, self.b1, self.w2, self.b2, self.scale, self.shift = w1, b1, w2, b2, scale, shift
 
     def logit(self, x: np.ndarray) -> np.ndarray:
-        return np.maximum(x @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
+        return np.maximum(x[..., -self.w1.shape[0]:] @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
 
     def prob(self, x: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-(self.scale * self.logit(x) + self.shift)))
 
 
+def prior_of_texts(model: InputModel, layers):
+    """texts -> the harm prior's reading of each (``layers``: the embedder's ``layers``)."""
+    return lambda texts: model.prob(layers(list(texts))) if len(texts) else np.zeros(0)
+
+
 def output_features(p: np.ndarray, r: np.ndarray, refusal: float, harm) -> np.ndarray:
     """[prompt, response, prompt*response, refusal phrase, input-harm of prompt and of response, their
-    interactions]; ``harm`` maps an embedding to P(harmful request) (the input model)."""
+    interactions]. ``p``, ``r``: the embedder's ``layers`` rows (or embeddings alone); ``harm`` maps
+    such a row to P(harmful request) (the input model). The embeddings are their last 384 values."""
     hp, hr = float(harm(p)), float(harm(r))
+    p, r = p[-DIM:], r[-DIM:]
     return np.concatenate([p, r, p * r, [refusal, hp, hr, hp * (1 - refusal), hp * hr, hp * refusal,
                                          (1 - refusal) * hr]]).astype(np.float32)
 
@@ -156,8 +167,8 @@ class HarmModels:
                 self.draft_meta = json.loads(str(z["meta"]))
 
     def output_prob(self, p: np.ndarray, r: np.ndarray, refusal: float, opening: bool = True) -> float:
-        """P(harmful) of one view of a draft given the prompt; a view further into the draft (one
-        of several chances) has its own, higher, bar: its own intercept."""
+        """P(harmful) of one view of a draft given the prompt (``p``, ``r``: their ``layers`` rows); a view
+        further into the draft (one of several chances) has its own, higher, bar: its own intercept."""
         feats = output_features(p, r, refusal, lambda v: self.draft_prior.prob(v[None, :])[0])
         return float(sigmoid(feats @ self.coef_out + (self.b_out if opening else self.b_later)))
 
@@ -186,7 +197,8 @@ class SectionProto:
 class SectionIndex:
     """Every rule section of a spec, embedded once per spec version (plus any fitted extra examples).
     ``operator_texts``: the operator policies' own words (their ``domain_texts`` and their rules' action
-    examples), or None for a spec of harm policies alone."""
+    examples), or None for a spec of harm policies alone. ``harm`` maps texts to the harm prior's
+    reading of each."""
 
     def __init__(self, spec, embed, extra: dict[str, list[tuple[str, str]]] | None = None,
                  background: np.ndarray | None = None, harm=None):
@@ -204,14 +216,14 @@ class SectionIndex:
             b = embed([t for _, t in alls]) if alls else np.zeros((0, prose.shape[1]), np.float32)
             tight = float((a @ a.T)[np.triu_indices(len(a), 1)].mean()) if len(a) >= 2 else 0.4
             self.protos[s.id] = SectionProto(s, prose[i], a, [x for x, _ in acts], b, [x for x, _ in alls], tight)
+            if harm is not None and acts:
+                self.protos[s.id].harm = float(np.mean(harm([t for _, t in acts])))
         allow_all = [p.allow for p in self.protos.values() if len(p.allow)]
         veto = np.concatenate(allow_all) if allow_all else np.zeros((0, prose.shape[1]), np.float32)
         by_policy: dict[str, list[float]] = {}
         for sid, p in self.protos.items():
             p.veto, p.background = veto, background
             p.rule = embed(rule_texts(p.section)) if not is_scope_section(p.section) and p.section.body.strip() else None
-            if harm is not None and len(p.action):
-                p.harm = float(np.mean(harm(p.action)))
             if p.section.decision not in (None, Decision.allow):
                 by_policy.setdefault(p.section.policy, []).append(p.harm)
         domains = {pol: domain_texts(spec, pol) for pol in dict.fromkeys(s.policy for s in rules)}
@@ -315,7 +327,7 @@ class SectionReader:
         self.quantile, self.quantile_harm = float(d.get("quantile", 0.99)), float(d.get("quantile_harm", 1.0))
         self.meta = d.get("meta", {})
 
-    def calibrate(self, p: SectionProto, harm, quantile: float | None = None) -> float:
+    def calibrate(self, p: SectionProto, quantile: float | None = None) -> float:
         """The section's own threshold: at least the global one, and high enough that few of the
         background's ordinary requests would fall under the section: 1 % of them for a section the
         harm prior does not speak for (an operator's rule), none for one it does (there the prior
@@ -325,7 +337,7 @@ class SectionReader:
             return base
         if quantile is None:
             quantile = self.quantile_harm if p.harm >= 0.5 else self.quantile
-        probs, _ = self.score(p, p.background, harm(p.background))
+        probs, _ = self.score(p, p.background, np.zeros(len(p.background)))  # (the prior is not a reader feature)
         return float(max(base, np.quantile(probs, quantile)))
 
     def score(self, p: SectionProto, v: np.ndarray, h: np.ndarray, bg: np.ndarray | None = None) -> tuple[np.ndarray, float]:

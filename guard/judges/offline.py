@@ -56,9 +56,10 @@ from pathlib import Path
 
 import numpy as np
 
+from guard.embedding import DIM
 from guard.judges.base import Case, Judgment
 from guard.judges.minilm import (READER, REFUSAL, WEIGHTS, HarmModels, SectionIndex, SectionReader,
-                                 background_similarity, forbidden_and_allowed)
+                                 background_similarity, forbidden_and_allowed, prior_of_texts)
 from guard.policy import Spec
 from guard.retrieval import is_scope_section
 from guard.segments import Segment, conversation_segments, message_segments
@@ -104,7 +105,7 @@ class OfflineJudge:
     """Offline, deterministic. ``refuse_at``: harm prior at or above which a segment is refused;
     ``refuse_output_at``: the same for a draft; ``cap``: most segments scored per check."""
 
-    name = "offline:sections-v5"
+    name = "offline:sections-v6"
 
     def __init__(self, weights: Path | str = WEIGHTS, reader: Path | str = READER, embedder=None,
                  refuse_at: float = 0.5, refuse_output_at: float = 0.7, content_at: float = 0.9,
@@ -118,7 +119,7 @@ class OfflineJudge:
         self.policy_fit = Path(policy_fit) if policy_fit else None
         self.evidence, self.repeat_at = evidence, repeat_at
         if self.policy_fit:
-            self.name = f"offline:sections-v5+{self.policy_fit.stem}"
+            self.name = f"offline:sections-v6+{self.policy_fit.stem}"
         self._models: HarmModels | None = None
         self._reader: SectionReader | None = None
         self._fitted: _Fitted | None = None
@@ -180,9 +181,9 @@ class OfflineJudge:
             if spec.version in self._indexes:
                 return self._indexes[spec.version]
             fitted = self._fitted or _Fitted({}, {})
-            harm = self.model.input.prob
-            idx = SectionIndex(spec, self.embedder.embed, fitted.extra, self.reader.background, harm)
-            idx.thresholds = {sid: self.reader.calibrate(p, harm) for sid, p in idx.protos.items()}
+            idx = SectionIndex(spec, self.embedder.embed, fitted.extra, self.reader.background,
+                               prior_of_texts(self.model.input, self.embedder.layers))
+            idx.thresholds = {sid: self.reader.calibrate(p) for sid, p in idx.protos.items()}
             entry = (idx, _risk_weights(spec))
             if len(self._indexes) > 8:
                 self._indexes.clear()
@@ -215,8 +216,6 @@ class OfflineJudge:
         words = sum(len((t or "").split()) for _, t in msgs)
         return self.cap + min(self.cap, words // 250)
 
-    def _embed(self, segs: list[Segment]) -> np.ndarray:
-        return self.embedder.embed([s.text for s in segs])
 
     def _input(self, case: Case, idx: SectionIndex, risk) -> Judgment:
         segs = self.segments(case, risk)
@@ -225,8 +224,8 @@ class OfflineJudge:
         segs = [s for s in segs if not s.framing] + [s for s in segs if s.framing]
         if not segs:
             return self._j(Decision.allow, (), (), "There is no text to judge.", 0.99)
-        v = self._embed(segs)
-        harm = self.model.input.prob(v)
+        rows = self.embedder.layers([s.text for s in segs])
+        v, harm = np.ascontiguousarray(rows[:, -DIM:]), self.model.input.prob(rows)
         # a slice of a long run of words must read more clearly harmful than a whole message: slices cut
         # through sentences, and many slices are many chances of a false alarm (the scale maps
         # window_refuse_at onto refuse_at, so confidence keeps its meaning); a whole sentence of a long
@@ -251,7 +250,7 @@ class OfflineJudge:
         if not views:
             return self._j(Decision.allow, (), (), "The draft response is empty.", 0.99)
         m = self.model
-        pv = self.embedder.embed([(case.prompt or case.query)[-2000:] or " "])[0]
+        pl = self.embedder.layers([(case.prompt or case.query)[-2000:] or " "])[0]
         # every view is read as an answer to the prompt: the openings first (the draft's start, the answer
         # after a refusal, after pleasantries, code blocks), then the text from later sentence starts; the
         # first view that reads as a harmful answer decides, so the views after it are never embedded
@@ -259,9 +258,10 @@ class OfflineJudge:
         read, vecs, content, probs = [], [], [], []
         for i in order:
             seg, refusal, lead = views[i]
-            v = self.embedder.embed([seg.text])[0]
-            c = float(m.input.prob(v[None, :])[0])
-            p = m.output_prob(pv, v, refusal, lead)
+            vl = self.embedder.layers([seg.text])[0]
+            v = vl[-DIM:]
+            c = float(m.input.prob(vl[None, :])[0])
+            p = m.output_prob(pl, vl, refusal, lead)
             # content harmful whatever the prompt: at the draft's start (content_at), anywhere (later_content_at)
             at = self.content_at if i == 0 else self.later_content_at
             if not refusal and c >= at and not _DECLINES.search(seg.text[:400]):

@@ -18,9 +18,11 @@ weights never saw:
 | our everyday requests (``data/everyday_benign.txt``) | texts whose hash falls in the fit 80 % | the other 20 % |
 | our hand-written everyday list (``data/everyday_eval.txt``) | none | all (evaluation only) |
 
-Two classifiers on MiniLM embeddings, fitted in numpy (deterministic, no extra dependency):
-- input stage: harmful request or not, on the embedding of each window of the text: a small
-  MLP (384-128-1), Platt-calibrated on out-of-fold logits;
+Two classifiers on MiniLM, fitted in numpy (deterministic, no extra dependency):
+- input stage: harmful request or not, on each window of the text read as its pooled layers 3,
+  4, 5 and 6 (``layers`` in guard.embedding: one model run gives them all): a small MLP
+  (1536-128-1), Platt-calibrated on out-of-fold logits. On the embedding alone (384-128-1, the
+  release before) held-out AUROC was 0.861 on XSTest, 0.921 with the layers;
 - output stage: harmful response or not: an L2 logistic regression (Newton steps) on
   [prompt, response, prompt*response] embeddings, a refusal-phrase flag, and the input model's
   harm probability of the prompt and of the response with their interactions.
@@ -49,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from guard.embedding import DIM
 from guard.errors import GuardError
 from guard.eval import converters
 
@@ -264,7 +267,8 @@ def balance(y: np.ndarray, groups: list[str], per_group: dict[str, float]) -> np
 
 
 class _CachedEmbedder:
-    """The shared embedder with an optional on-disk cache of window embeddings (speeds up refits only)."""
+    """The shared embedder with an optional on-disk cache of window ``layers`` rows (the pooled layers 3-5
+    the harm prior reads, then the embedding; speeds up refits only)."""
 
     def __init__(self, cache: Path | None):
         from guard.embedding import shared_embedder
@@ -277,14 +281,20 @@ class _CachedEmbedder:
 
             self.store = pickle.loads(cache.read_bytes())
 
-    def embed_windows(self, text: str, max_windows: int | None = None) -> np.ndarray:
-        key = (hashlib.sha256(text.encode()).hexdigest(), max_windows or self.max_windows)
+    def layers_windows(self, text: str, max_windows: int | None = None) -> np.ndarray:
+        key = ("layers:" + hashlib.sha256(text.encode()).hexdigest(), max_windows or self.max_windows)
         if key not in self.store:
-            self.store[key] = self.inner.embed_windows(text, max_windows=max_windows)
+            self.store[key] = self.inner.layers_windows(text, max_windows=max_windows)
         return self.store[key]
 
+    def layers(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self.layers_windows(t, 1)[0] for t in texts])
+
+    def embed_windows(self, text: str, max_windows: int | None = None) -> np.ndarray:
+        return np.ascontiguousarray(self.layers_windows(text, max_windows)[:, -DIM:])
+
     def embed(self, texts: list[str]) -> np.ndarray:
-        return np.stack([self.embed_windows(t, 1)[0] for t in texts])
+        return np.ascontiguousarray(self.layers(texts)[:, -DIM:])
 
     def save(self) -> None:
         if self.path:
@@ -295,7 +305,7 @@ class _CachedEmbedder:
 
 # weight per (set, class): each class of a set gets this total mass (see ``balance``)
 IN_MASSES = {"xstest": 2.0, "moderation": 1.5, "harmbench": 0.5, "jbb": 0.5, "spec": 0.5, "everyday": 2.0,
-             "ailuminate": 1.5, "instruct": 1.0, "contrast": 1.0}
+             "pieces": 0.3, "ailuminate": 1.5, "instruct": 1.0, "contrast": 1.0}
 # the fetched public sets and our look-alikes (guard.judges.extdata): the group each one is weighed in
 EXTRA_GROUPS = {"ailuminate": "ailuminate", "self_instruct": "instruct", "mt_bench": "instruct", "contrast": "contrast"}
 # input MLP: 128 hidden units, 800 Adam steps (64/400 before the everyday file: too few to fit it)
@@ -326,13 +336,13 @@ def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
         for r in sets[name]:
             if r.fold != "fit":
                 continue
-            p, resp = emb.embed([r.prompt])[0], emb.embed([r.response or ""])[0]
+            p, resp = emb.layers([r.prompt])[0], emb.layers([r.response or ""])[0]
             refusal = float(bool(REFUSAL.search((r.response or "")[:400])))
             xo.append(output_features(p, resp, refusal, harm)), yo.append(r.label), go.append(name)
     for s in spec.rules:
         for ex in s.examples:
             if ex.response is not None:
-                p, resp = emb.embed([ex.text])[0], emb.embed([ex.response])[0]
+                p, resp = emb.layers([ex.text])[0], emb.layers([ex.response])[0]
                 xo.append(output_features(p, resp, float(bool(REFUSAL.search(ex.response[:400]))), harm))
                 yo.append(int(ex.decision is not Decision.allow)), go.append("spec")
     xo_, yo_ = np.stack(xo), np.array(yo, dtype=np.float64)
@@ -350,8 +360,8 @@ def fit(data: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT, l2_out: float = 1.0,
         "fit_rule": "guard.judges.train.fold: sha256('<set>:<key>') < 0.5 -> fit; HarmBench val -> fit; JBC never fitted",
         "fitted_on": {name: sum(1 for r in sets[name] if r.fold == "fit") for name in sets},
         "spec_examples": sum(len(s.examples) for s in spec.rules), "spec_version": spec.version,
-        "input_model": (f"MLP 384-{IN_MLP['hidden']}-1 (ReLU), Adam {IN_MLP['iters']} steps, wd 1e-3, seed 0; "
-                        "Platt-calibrated on 2-fold out-of-fold logits"),
+        "input_model": (f"MLP {x.shape[1]}-{IN_MLP['hidden']}-1 (ReLU) on pooled layers 3-6 (guard.embedding layers), Adam {IN_MLP['iters']} steps, wd 1e-3, seed 0; "
+                        f"Platt-calibrated on {CALIB_FOLDS}-fold out-of-fold logits (folds by a hash of each row)"),
         "input_mlp": IN_MLP,
         "everyday": {"file": EVERYDAY_FILE.name, "fitted": sum(1 for r in sets["everyday"] if r.fold == "fit"),
                      "heldout": sum(1 for r in sets["everyday"] if r.fold == "heldout"),
@@ -379,30 +389,61 @@ def prior_rows(sets: dict[str, list[Row]], emb, spec, extra: dict[str, list[Row]
             if r.fold != "fit":
                 continue
             key = f"xstest:{r.id}" if name == "xstest" else f"jbb:{r.id.rsplit(':', 1)[1]}" if name == "jbb" else ""
-            for v in emb.embed_windows(r.prompt):
+            for v in emb.layers_windows(r.prompt):
                 xs.append(v), ys.append(r.label), gs.append(name), ks.append(key)
     for name, rows in (extra or {}).items():
         for r in rows:
             if r.fold == "fit":
-                for v in emb.embed_windows(r.prompt):
+                for v in emb.layers_windows(r.prompt):
                     xs.append(v), ys.append(r.label), gs.append(EXTRA_GROUPS[name]), ks.append("")
+    for v in benign_pieces(sets, emb, spec):
+        xs.append(v), ys.append(0), gs.append("pieces"), ks.append("")
     for text in everyday_requests():
-        xs.append(emb.embed([text])[0]), ys.append(0), gs.append("everyday"), ks.append("")
+        xs.append(emb.layers([text])[0]), ys.append(0), gs.append("everyday"), ks.append("")
     for s in spec.rules:
         for ex in s.examples:
             if ex.response is None:
                 harmful = ex.decision is Decision.refuse or (ex.decision is Decision.safe_complete and s.priority >= 60)
-                xs.append(emb.embed([ex.text])[0]), ys.append(int(harmful)), gs.append("spec"), ks.append("")
+                xs.append(emb.layers([ex.text])[0]), ys.append(int(harmful)), gs.append("spec"), ks.append("")
     return np.stack(xs), np.array(ys, dtype=np.float64), gs, ks
 
 
+def benign_pieces(sets: dict[str, list[Row]], emb, spec) -> list[np.ndarray]:
+    """The pieces the judge reads (guard.segments: the sentences of a long message, framing left out) of
+    every benign fit text read as more than one piece, as benign rows (the ``pieces`` group). The prior is
+    fitted on whole texts but reads a long message sentence by sentence, and a sentence of a court report
+    or a forum argument can read like a harmful request on its own: most of the moderation sample's
+    benign texts that were refused were refused for one such sentence. A harmful text's pieces are
+    not used: its label says the whole is harmful, not which sentence."""
+    from guard.judges.base import Case
+    from guard.judges.offline import OfflineJudge
+    from guard.types import Message
+
+    judge, out = OfflineJudge(), []
+    for name in ("xstest", "moderation", "everyday"):
+        for r in sets[name]:
+            if r.fold != "fit" or r.label:
+                continue
+            case = Case(stage="input", messages=[Message(role="user", content=r.prompt)], query=r.prompt,
+                        retrieval=None, spec=spec)  # type: ignore[arg-type]  (segmentation reads no retrieval)
+            segs = [s for s in judge.segments(case) if not s.framing]
+            if len(segs) > 1:
+                out.extend(emb.layers([s.text for s in segs]))
+    return out
+
+
+CALIB_FOLDS = 4
+
+
 def fit_prior(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> InputModel:
-    """The harm prior's MLP, Platt-calibrated on out-of-fold logits (2 folds within the rows), so that
-    confidence reflects how often the decision is right rather than the MLP's overfit."""
+    """The harm prior's MLP, Platt-calibrated on out-of-fold logits (CALIB_FOLDS folds within the rows), so
+    that confidence reflects how often the decision is right rather than the MLP's overfit. A row's fold is
+    a hash of its features, not of its place in the list: with 2 folds by position, the same rows in
+    another order moved the calibration's shift by 0.1 (a different operating point on every set)."""
     model = fit_mlp(x, y, w, **IN_MLP)
-    fold_of = np.array([int(hashlib.sha256(f"calib:{i}".encode()).digest()[0] & 1) for i in range(len(y))])
+    fold_of = np.array([int(hashlib.sha256(row.tobytes()).digest()[0]) % CALIB_FOLDS for row in x])
     oof = np.zeros(len(y))
-    for f in (0, 1):
+    for f in range(CALIB_FOLDS):
         part = fit_mlp(x[fold_of != f], y[fold_of != f], w[fold_of != f], **IN_MLP)
         oof[fold_of == f] = part.logit(x[fold_of == f])
     coef, b = fit_logistic(oof[:, None], y, w, l2=1e-3)
@@ -449,7 +490,7 @@ def fit_sections(data: Path = DEFAULT_DATA, cache: Path | None = None) -> dict:
         "harmbench": [(r.prompt, HARMBENCH_TO_SECTION[r.category], 1) for r in sets["harmbench"]
                       if r.fold == "fit" and r.category in HARMBENCH_TO_SECTION and len(r.prompt) < 400],
     }
-    d = fit_reader(emb.embed, everyday_fit, public, background_texts=background, extra_meta={
+    d = fit_reader(emb.embed, everyday_fit, public, background_texts=background, layers=emb.layers, extra_meta={
         "public_rows": {k: len(v) for k, v in public.items()},
         "background_rows": len(background),
         "background_split": "fold('background', text) == 'fit' of the everyday fit rows, templates and XSTest safe fit half",

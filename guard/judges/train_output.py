@@ -99,7 +99,8 @@ def wrap(draft: str, how: str, rng: random.Random) -> str:
 
 
 class _Embed:
-    """The shared embedder's first-window embedding, cached on disk by text hash (speeds up refits only)."""
+    """The shared embedder's first-window ``layers`` row (pooled layers 3-5 and the embedding), cached on
+    disk by text hash (speeds up refits only)."""
 
     def __init__(self, cache: Path | None):
         from guard.embedding import shared_embedder
@@ -108,9 +109,9 @@ class _Embed:
         self.store = pickle.loads(cache.read_bytes()) if cache and cache.exists() else {}
 
     def __call__(self, text: str) -> np.ndarray:
-        k = hashlib.sha256(text.encode()).hexdigest()
+        k = "layers:" + hashlib.sha256(text.encode()).hexdigest()
         if k not in self.store:
-            self.store[k] = self.inner.embed([text])[0]
+            self.store[k] = self.inner.layers([text])[0]
         return self.store[k]
 
     def save(self) -> None:
