@@ -59,7 +59,9 @@ def prepared_model_path() -> Path:
         return Path(os.environ["GUARD_EMBEDDING_MODEL"])
     src, name = model_path(), prepared_model_name()
     reasons = []
-    for folder in (cache_dir(), Path(tempfile.gettempdir()) / "deliberative-guard"):
+    for folder in (cache_dir(), _private_temp()):
+        if folder is None:
+            continue
         dst = folder / name
         if dst.exists():
             return dst
@@ -84,6 +86,21 @@ def prepared_model_path() -> Path:
     from guard.errors import ConfigError
 
     raise ConfigError(f"could not prepare the offline judge's model ({'; '.join(dict.fromkeys(reasons))})")
+
+
+def _private_temp() -> Path | None:
+    """A folder of this user's under the system's temporary directory, readable by nobody else, or None
+    if it cannot be made so: a model file found in a folder others can write to could have been planted
+    there, and the judge's decisions come from it."""
+    folder = Path(tempfile.gettempdir()) / f"deliberative-guard-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = folder.stat()
+    except OSError:
+        return None
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return folder
 
 
 def prepared_model_name() -> str:

@@ -50,3 +50,15 @@ def test_the_conversion_exposes_the_layers_and_keeps_the_embedding(tmp_path):
     names = [o.name for o in ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).get_outputs()]
     assert names[0] == "last_hidden_state" and {"layer_norm_6", "layer_norm_8", "layer_norm_10"} <= set(names)
 
+
+
+def test_the_temporary_fallback_folder_is_private_and_refused_when_others_can_write_to_it(tmp_path, monkeypatch):
+    import tempfile
+
+    from guard import embedding
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = embedding._private_temp()
+    assert folder is not None and folder.parent == tmp_path and (folder.stat().st_mode & 0o777) == 0o700
+    folder.chmod(0o777)  # someone else could have planted a model here
+    assert embedding._private_temp() is None
