@@ -39,6 +39,11 @@ DIM = 384
 LAYER_DIM = 4 * DIM  # layers 3, 4, 5 and the embedding (layer 6), each pooled and L2-normalised
 
 
+def embedding_of(rows: np.ndarray) -> np.ndarray:
+    """The embedding part (the last ``DIM`` values) of ``layers`` rows, contiguous for fast products."""
+    return np.ascontiguousarray(rows[..., -DIM:])
+
+
 def model_path() -> Path:
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.origin:
@@ -57,7 +62,8 @@ def prepared_model_path() -> Path:
     if the rewrite fails, that is a configuration error."""
     if os.environ.get("GUARD_EMBEDDING_MODEL"):  # converted ahead of time (the sidecar image does this at build)
         return Path(os.environ["GUARD_EMBEDDING_MODEL"])
-    src, name = model_path(), prepared_model_name()
+    src = model_path()
+    name = prepared_model_name(src)
     reasons = []
     for folder in (cache_dir(), _private_temp()):
         if folder is None:
@@ -71,13 +77,11 @@ def prepared_model_path() -> Path:
             subprocess.run([sys.executable, "-m", "guard.embedding_convert", str(src), str(tmp)], check=True,
                            capture_output=True, timeout=300, text=True)
             os.replace(tmp, dst)
-        except subprocess.CalledProcessError as e:
-            tmp.unlink(missing_ok=True)
-            reasons.append(((e.stderr or "").strip().splitlines() or [f"exit code {e.returncode}"])[-1])
-            continue
         except (OSError, subprocess.SubprocessError) as e:
             tmp.unlink(missing_ok=True)
-            reasons.append(f"{folder}: {e}")
+            err = getattr(e, "stderr", None)
+            said = err.strip().splitlines() if isinstance(err, str) else []  # the converter's own last words
+            reasons.append(said[-1] if said else f"{folder}: {e}")
             continue
         for stale in dst.parent.glob("minilm-int8-mmi-*.onnx"):  # earlier copies (older names or model versions)
             if stale != dst:
@@ -103,10 +107,10 @@ def _private_temp() -> Path | None:
     return folder
 
 
-def prepared_model_name() -> str:
+def prepared_model_name(src: Path | None = None) -> str:
     """Named by what it was made from (the package's version and the file's size), not by where or when
     it was installed: every venv and every run on a machine shares one copy."""
-    return f"minilm-int8-mmi-layers-{_model_version()}-{model_path().stat().st_size}.onnx"
+    return f"minilm-int8-mmi-layers-{_model_version()}-{(src or model_path()).stat().st_size}.onnx"
 
 
 def cache_dir() -> Path:
@@ -226,7 +230,7 @@ class MiniLMEmbedder:
 
     def embed_windows(self, text: str, window: int | None = None, max_windows: int | None = None) -> np.ndarray:
         """One row per window of the text (a single row for short texts). Cached per text."""
-        return np.ascontiguousarray(self.layers_windows(text, window, max_windows)[:, -DIM:])
+        return embedding_of(self.layers_windows(text, window, max_windows))
 
     def layers_windows(self, text: str, window: int | None = None, max_windows: int | None = None) -> np.ndarray:
         """``embed_windows`` with the pooled layers 3-5 before each embedding (``LAYER_DIM`` wide)."""
@@ -247,7 +251,7 @@ class MiniLMEmbedder:
 
     def embed(self, texts: list[str], window: int | None = None) -> np.ndarray:
         """One row per text: its first window only (for short texts such as spec examples)."""
-        return np.ascontiguousarray(self.layers(texts, window)[:, -DIM:])
+        return embedding_of(self.layers(texts, window))
 
     def layers(self, texts: list[str], window: int | None = None) -> np.ndarray:
         """``embed`` with the pooled layers 3-5 before each embedding (``LAYER_DIM`` wide)."""

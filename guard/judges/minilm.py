@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from guard.embedding import DIM
+from guard.embedding import embedding_of
 from guard.retrieval import is_scope_section
 from guard.types import Decision, PolicySection
 
@@ -141,7 +141,7 @@ def output_features(p: np.ndarray, r: np.ndarray, refusal: float, harm) -> np.nd
     interactions]. ``p``, ``r``: the embedder's ``layers`` rows (or embeddings alone); ``harm`` maps
     such a row to P(harmful request) (the input model). The embeddings are their last 384 values."""
     hp, hr = float(harm(p)), float(harm(r))
-    p, r = p[-DIM:], r[-DIM:]
+    p, r = embedding_of(p), embedding_of(r)
     return np.concatenate([p, r, p * r, [refusal, hp, hr, hp * (1 - refusal), hp * hr, hp * refusal,
                                          (1 - refusal) * hr]]).astype(np.float32)
 

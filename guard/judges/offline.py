@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from guard.embedding import DIM
+from guard.embedding import embedding_of
 from guard.judges.base import Case, Judgment
 from guard.judges.minilm import (READER, REFUSAL, WEIGHTS, HarmModels, SectionIndex, SectionReader,
                                  background_similarity, forbidden_and_allowed, prior_of_texts)
@@ -225,7 +225,7 @@ class OfflineJudge:
         if not segs:
             return self._j(Decision.allow, (), (), "There is no text to judge.", 0.99)
         rows = self.embedder.layers([s.text for s in segs])
-        v, harm = np.ascontiguousarray(rows[:, -DIM:]), self.model.input.prob(rows)
+        v, harm = embedding_of(rows), self.model.input.prob(rows)
         # a slice of a long run of words must read more clearly harmful than a whole message: slices cut
         # through sentences, and many slices are many chances of a false alarm (the scale maps
         # window_refuse_at onto refuse_at, so confidence keeps its meaning); a whole sentence of a long
@@ -259,7 +259,7 @@ class OfflineJudge:
         for i in order:
             seg, refusal, lead = views[i]
             vl = self.embedder.layers([seg.text])[0]
-            v = vl[-DIM:]
+            v = embedding_of(vl)
             c = float(m.input.prob(vl[None, :])[0])
             p = m.output_prob(pl, vl, refusal, lead)
             # content harmful whatever the prompt: at the draft's start (content_at), anywhere (later_content_at)

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from guard.embedding import DIM
+from guard.embedding import embedding_of
 from guard.errors import GuardError
 from guard.eval import converters
 
@@ -291,10 +291,10 @@ class _CachedEmbedder:
         return np.stack([self.layers_windows(t, 1)[0] for t in texts])
 
     def embed_windows(self, text: str, max_windows: int | None = None) -> np.ndarray:
-        return np.ascontiguousarray(self.layers_windows(text, max_windows)[:, -DIM:])
+        return embedding_of(self.layers_windows(text, max_windows))
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return np.ascontiguousarray(self.layers(texts)[:, -DIM:])
+        return embedding_of(self.layers(texts))
 
     def save(self) -> None:
         if self.path:
